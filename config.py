@@ -1,0 +1,123 @@
+"""All configuration, read from environment variables (and `.env` when present).
+
+Every variable is documented in `.env.example`; nothing else in the project reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value that cannot be used."""
+
+
+def _str(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _decimal(name: str, default: str) -> Decimal:
+    raw = os.environ.get(name, "").strip() or default
+    try:
+        value = Decimal(raw)
+    except ArithmeticError:
+        raise ConfigError(f"{name} must be a decimal number, got {raw!r}") from None
+    if not value.is_finite():
+        raise ConfigError(f"{name} must be finite, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Database: empty means "start the embedded PostgreSQL in embedded_pgdata".
+    database_url: str = ""
+    embedded_pgdata: Path = PROJECT_ROOT / ".pgdata"
+
+    # Outside sources.
+    kolscan_base_url: str = "https://kolscan.io"
+    x_api_base_url: str = "https://api.x.com"
+    x_api_bearer_token: str = field(default="", repr=False)
+    x_api_connect_timeout_s: float = 3.0
+    x_api_read_timeout_s: float = 10.0
+    x_api_max_retries: int = 3
+    x_api_max_wait_s: float = 5.0
+    chromium_path: str = "/usr/bin/chromium"
+    scrape_timeout_s: int = 30
+    artifacts_dir: Path = PROJECT_ROOT / "var" / "artifacts"
+
+    # Resolution policy.
+    resolution_grace_minutes: int = 30
+    max_scrape_lag_minutes: int = 60
+    follower_cache_max_age_minutes: int = 15
+
+    # Money.
+    fee_rate: Decimal = Decimal("0.02")
+    market_liquidity: Decimal = Decimal("1000")
+    max_trade_pool_fraction: Decimal = Decimal("0.25")
+
+    # Schedules (seconds between runs, or a crontab expression for scrapes).
+    resolve_interval_s: int = 60
+    integrity_interval_s: int = 300
+    follower_refresh_interval_s: int = 300
+    generate_interval_s: int = 3600
+    scrape_cron: str = "*/15 * * * *"
+    job_timeout_s: int = 240
+
+    # Dashboard.
+    dashboard_refresh_s: int = 10
+    dashboard_port: int = 8501
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; cached, call `get_settings.cache_clear()` after changing the env."""
+    load_dotenv(PROJECT_ROOT / ".env", override=False)
+    fee_rate = _decimal("FEE_RATE", "0.02")
+    if not Decimal(0) <= fee_rate < Decimal(1):
+        raise ConfigError(f"FEE_RATE must be in [0, 1), got {fee_rate}")
+    return Settings(
+        database_url=_str("DATABASE_URL", ""),
+        embedded_pgdata=Path(_str("EMBEDDED_PGDATA", str(PROJECT_ROOT / ".pgdata"))),
+        kolscan_base_url=_str("KOLSCAN_BASE_URL", "https://kolscan.io").rstrip("/"),
+        x_api_base_url=_str("X_API_BASE_URL", "https://api.x.com").rstrip("/"),
+        x_api_bearer_token=_str("X_API_BEARER_TOKEN", ""),
+        x_api_connect_timeout_s=float(_decimal("X_API_CONNECT_TIMEOUT_S", "3")),
+        x_api_read_timeout_s=float(_decimal("X_API_READ_TIMEOUT_S", "10")),
+        x_api_max_retries=_int("X_API_MAX_RETRIES", 3),
+        x_api_max_wait_s=float(_decimal("X_API_MAX_WAIT_S", "5")),
+        chromium_path=_str("CHROMIUM_PATH", "/usr/bin/chromium"),
+        scrape_timeout_s=_int("SCRAPE_TIMEOUT_S", 30),
+        artifacts_dir=Path(_str("ARTIFACTS_DIR", str(PROJECT_ROOT / "var" / "artifacts"))),
+        resolution_grace_minutes=_int("RESOLUTION_GRACE_MINUTES", 30),
+        max_scrape_lag_minutes=_int("MAX_SCRAPE_LAG_MINUTES", 60),
+        follower_cache_max_age_minutes=_int("FOLLOWER_CACHE_MAX_AGE_MINUTES", 15),
+        fee_rate=fee_rate,
+        market_liquidity=_decimal("MARKET_LIQUIDITY", "1000"),
+        max_trade_pool_fraction=_decimal("MAX_TRADE_POOL_FRACTION", "0.25"),
+        resolve_interval_s=_int("RESOLVE_INTERVAL_S", 60),
+        integrity_interval_s=_int("INTEGRITY_INTERVAL_S", 300),
+        follower_refresh_interval_s=_int("FOLLOWER_REFRESH_INTERVAL_S", 300),
+        generate_interval_s=_int("GENERATE_INTERVAL_S", 3600),
+        scrape_cron=_str("SCRAPE_CRON", "*/15 * * * *"),
+        job_timeout_s=_int("JOB_TIMEOUT_S", 240),
+        dashboard_refresh_s=_int("DASHBOARD_REFRESH_S", 10),
+        dashboard_port=_int("DASHBOARD_PORT", 8501),
+    )

@@ -1,0 +1,113 @@
+"""Engine and unit of work: the one way code outside `db/` talks to PostgreSQL.
+
+A service opens `with transaction() as session:` and everything inside commits together or not at
+all. `retrying` re-runs a whole transaction on a deadlock or serialization failure, a bounded
+number of times, so callers never see those transient errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from psycopg import errors as pg_errors
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from config import get_settings
+from db import embedded
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_session_factory: sessionmaker[Session] | None = None
+
+
+def libpq_url() -> str:
+    """The database's plain libpq URL (starting the embedded server when none is configured)."""
+    settings = get_settings()
+    if settings.database_url:
+        return settings.database_url
+    return embedded.start(settings.embedded_pgdata)
+
+
+def sqlalchemy_url(url: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def get_engine() -> Engine:
+    global _engine, _session_factory
+    with _lock:
+        if _engine is None:
+            _engine = create_engine(
+                sqlalchemy_url(libpq_url()),
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                connect_args={"application_name": "kolops"},
+            )
+            _session_factory = sessionmaker(_engine, expire_on_commit=False)
+        return _engine
+
+
+def dispose_engine() -> None:
+    """Drop the pool (tests switching databases, forked processes)."""
+    global _engine, _session_factory
+    with _lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+        _session_factory = None
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One database transaction: commit on success, roll back on any exception."""
+    get_engine()
+    assert _session_factory is not None
+    with _session_factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def read_session() -> Iterator[Session]:
+    """A session for reads; whatever it did is rolled back on exit."""
+    get_engine()
+    assert _session_factory is not None
+    with _session_factory() as session:
+        try:
+            yield session
+        finally:
+            session.rollback()
+
+
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
+
+
+def retrying(fn: Callable[[], T], *, attempts: int = 8, what: str = "transaction") -> T:
+    """Run `fn` (which opens its own transaction) again on deadlock/serialization failure."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except DBAPIError as exc:
+            if not is_retryable(exc) or attempt == attempts:
+                raise
+            delay = min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5)
+            log.debug("%s: retry %d after %s", what, attempt, type(exc.orig).__name__)
+            time.sleep(delay)
+    raise AssertionError("unreachable")

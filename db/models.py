@@ -1,0 +1,495 @@
+"""The whole schema as SQLAlchemy 2 typed models.
+
+The migrations in `db/migrations` are the only way this schema reaches a database; these models
+describe it for queries. Money and shares are NUMERIC and `Decimal`; timestamps are timestamptz.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Money and shares carry 6 decimals: user inputs are whole cents, but CPMM shares, sale proceeds
+# and payouts need finer steps, and every amount a user receives is rounded down to this scale.
+MONEY = Numeric(24, 6)
+SHARES = Numeric(24, 6)
+MONEY_SCALE = 6
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TIMEFRAMES = ("daily", "weekly", "monthly")
+MARKET_TYPES = (
+    "rank_flippening",
+    "profit_streak",
+    "follower_growth",
+    "sol_gain_flippening",
+    "usd_gain_flippening",
+    "win_rate_flippening",
+    "wl_ratio_flippening",
+    "top_rank_maintain",
+    "streak_continuation",
+    "rank_improvement",
+    "sol_gain_threshold",
+    "wl_ratio_maintain",
+)
+LEDGER_KINDS = ("DEPOSIT", "BET", "FEE", "SELL", "PAYOUT", "REFUND", "LIQUIDITY", "REVERSAL")
+ACCOUNT_KINDS = ("USER", "ESCROW", "FEE", "HOUSE", "EXTERNAL")
+ROLES = ("viewer", "analyst", "operator", "admin")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        dt.datetime: DateTime(timezone=True),
+        Decimal: MONEY,
+        dict[str, Any]: JSONB,
+    }
+
+
+class User(Base):
+    """A user of the market. Their money lives in their USER account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    bets_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    wins: Mapped[int] = mapped_column(Integer, server_default="0")
+    profit: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Account(Base):
+    """A ledger account. `balance` is the materialised sum of its ledger entries."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ACCOUNT_KINDS), name="kind"),
+        # A user's money and a market's escrow can never go below zero.
+        CheckConstraint("kind NOT IN ('USER', 'ESCROW') OR balance >= 0", name="balance_nonneg"),
+        CheckConstraint("(kind = 'USER') = (user_id IS NOT NULL)", name="user_shape"),
+        CheckConstraint("(kind = 'ESCROW') = (market_id IS NOT NULL)", name="escrow_shape"),
+        Index(
+            "uq_accounts_system_kind",
+            "kind",
+            unique=True,
+            postgresql_where=text("kind IN ('FEE', 'HOUSE', 'EXTERNAL')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    market_id: Mapped[int | None] = mapped_column(ForeignKey("markets.id"), unique=True)
+    balance: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
+
+
+class Kol(Base):
+    __tablename__ = "kols"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    wallet: Mapped[str] = mapped_column(String(64), unique=True)
+    x_handle: Mapped[str | None] = mapped_column(String(32), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class ScrapeRun(Base):
+    __tablename__ = "scrape_runs"
+    __table_args__ = (
+        CheckConstraint(_in("timeframe", TIMEFRAMES), name="timeframe"),
+        CheckConstraint(_in("trigger", ("SCHEDULE", "ON_DEMAND", "MANUAL")), name="trigger"),
+        CheckConstraint(_in("status", ("RUNNING", "SUCCESS", "PARTIAL", "FAILED")), name="status"),
+        CheckConstraint(
+            "NOT quarantined OR quarantine_reason IS NOT NULL", name="quarantine_reason"
+        ),
+        Index("ix_scrape_runs_timeframe_started", "timeframe", "started_at"),
+        Index("ix_scrape_runs_status_started", "status", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    timeframe: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    source_url: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[dt.datetime | None]
+    # When the rows were read off the page: the time the snapshot describes.
+    snapshot_at: Mapped[dt.datetime | None]
+    status: Mapped[str] = mapped_column(String(16), server_default="RUNNING")
+    rows_found: Mapped[int] = mapped_column(Integer, server_default="0")
+    rows_stored: Mapped[int] = mapped_column(Integer, server_default="0")
+    rows_rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    html_path: Mapped[str | None] = mapped_column(Text)
+    screenshot_path: Mapped[str | None] = mapped_column(Text)
+    quarantined: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
+    quarantined_by: Mapped[str | None] = mapped_column(String(64))
+    quarantined_at: Mapped[dt.datetime | None]
+
+
+class ScrapedKol(Base):
+    """One KOL's normalised numbers in one scrape run."""
+
+    __tablename__ = "scraped_kols"
+    __table_args__ = (
+        CheckConstraint("rank >= 1", name="rank_pos"),
+        CheckConstraint("wins >= 0 AND losses >= 0", name="record_nonneg"),
+        UniqueConstraint("run_id", "wallet", name="uq_scraped_kols_run_wallet"),
+        Index("ix_scraped_kols_wallet_scraped", "wallet", "scraped_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("scrape_runs.id", ondelete="CASCADE"))
+    kol_id: Mapped[int | None] = mapped_column(ForeignKey("kols.id"))
+    rank: Mapped[int] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(Text)
+    wallet: Mapped[str] = mapped_column(String(64))
+    x_handle: Mapped[str | None] = mapped_column(String(32))
+    wins: Mapped[int] = mapped_column(Integer)
+    losses: Mapped[int] = mapped_column(Integer)
+    sol_gain: Mapped[Decimal] = mapped_column(Numeric(24, 6))
+    usd_gain: Mapped[Decimal] = mapped_column(Numeric(24, 2))
+    timeframe: Mapped[str] = mapped_column(String(16))
+    scraped_at: Mapped[dt.datetime]
+
+
+class ScrapeReject(Base):
+    """A scraped row that could not be parsed: kept raw with the reason, never stored as zeros."""
+
+    __tablename__ = "scrape_rejects"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("scrape_runs.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[dict[str, Any]]
+    field: Mapped[str | None] = mapped_column(String(32))
+    reason_code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class FollowerCache(Base):
+    __tablename__ = "follower_cache"
+    __table_args__ = (CheckConstraint("followers >= 0", name="followers_nonneg"),)
+
+    handle: Mapped[str] = mapped_column(String(32), primary_key=True)  # lower-cased
+    x_user_id: Mapped[str | None] = mapped_column(String(32))
+    followers: Mapped[int] = mapped_column(BigInteger)
+    fetched_at: Mapped[dt.datetime]
+
+
+class FollowerHistory(Base):
+    __tablename__ = "follower_history"
+    __table_args__ = (Index("ix_follower_history_handle_fetched", "handle", "fetched_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    handle: Mapped[str] = mapped_column(String(32))
+    followers: Mapped[int] = mapped_column(BigInteger)
+    fetched_at: Mapped[dt.datetime]
+
+
+class XApiState(Base):
+    """The X API's last known rate-limit budget and health, for the dashboard (one row/endpoint)."""
+
+    __tablename__ = "x_api_state"
+
+    endpoint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    limit: Mapped[int | None] = mapped_column(Integer)
+    remaining: Mapped[int | None] = mapped_column(Integer)
+    reset_at: Mapped[dt.datetime | None]
+    last_status: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Market(Base):
+    __tablename__ = "markets"
+    __table_args__ = (
+        CheckConstraint(_in("type", MARKET_TYPES), name="type"),
+        CheckConstraint(_in("status", ("OPEN", "RESOLVED", "CANCELLED")), name="status"),
+        CheckConstraint("outcome IS NULL OR outcome IN ('YES', 'NO')", name="outcome_value"),
+        CheckConstraint(
+            "(status = 'RESOLVED') = (outcome IS NOT NULL)", name="outcome_iff_resolved"
+        ),
+        CheckConstraint(
+            "(status = 'CANCELLED') = (cancel_reason IS NOT NULL)", name="reason_iff_cancelled"
+        ),
+        CheckConstraint("timeframe IS NULL OR " + _in("timeframe", TIMEFRAMES), name="timeframe"),
+        CheckConstraint("closes_at > opens_at", name="closes_after_opens"),
+        CheckConstraint("pool_yes > 0 AND pool_no > 0", name="pools_pos"),
+        Index("ix_markets_status_closes_at", "status", "closes_at"),
+        # One open market per question, so generation never duplicates.
+        Index(
+            "uq_markets_open_question",
+            "question_key",
+            unique=True,
+            postgresql_where=text("status = 'OPEN'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(Text)
+    question_key: Mapped[str] = mapped_column(Text)
+    kol_a_id: Mapped[int] = mapped_column(ForeignKey("kols.id"))
+    kol_b_id: Mapped[int | None] = mapped_column(ForeignKey("kols.id"))
+    timeframe: Mapped[str | None] = mapped_column(String(16))
+    threshold: Mapped[Decimal | None] = mapped_column(Numeric(24, 6))
+    target_rank: Mapped[int | None] = mapped_column(Integer)
+    baseline: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    opens_at: Mapped[dt.datetime]
+    closes_at: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16), server_default="OPEN")
+    outcome: Mapped[str | None] = mapped_column(String(3))
+    cancel_reason: Mapped[str | None] = mapped_column(String(64))
+    cancel_detail: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[dt.datetime | None]
+    cancelled_at: Mapped[dt.datetime | None]
+    pool_yes: Mapped[Decimal] = mapped_column(SHARES)
+    pool_no: Mapped[Decimal] = mapped_column(SHARES)
+    liquidity: Mapped[Decimal] = mapped_column(MONEY)
+    # Set when the system could neither settle nor cancel: an operator must look.
+    needs_attention: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    attention_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Bet(Base):
+    """One trade. BUY: `amount` is what the user paid, fee included. SELL: what they received."""
+
+    __tablename__ = "bets"
+    __table_args__ = (
+        CheckConstraint("side IN ('YES', 'NO')", name="side"),
+        CheckConstraint("action IN ('BUY', 'SELL')", name="action"),
+        CheckConstraint("status IN ('OPEN', 'WON', 'LOST', 'REFUNDED')", name="status"),
+        CheckConstraint("amount > 0 AND fee >= 0 AND shares > 0", name="amounts_pos"),
+        Index("ix_bets_market_id", "market_id"),
+        Index("ix_bets_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    side: Mapped[str] = mapped_column(String(3))
+    action: Mapped[str] = mapped_column(String(4))
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    fee: Mapped[Decimal] = mapped_column(MONEY)
+    shares: Mapped[Decimal] = mapped_column(SHARES)
+    price_before: Mapped[Decimal] = mapped_column(Numeric(12, 8))
+    price_after: Mapped[Decimal] = mapped_column(Numeric(12, 8))
+    status: Mapped[str] = mapped_column(String(8), server_default="OPEN")
+    payout: Mapped[Decimal | None] = mapped_column(MONEY)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Position(Base):
+    """A user's holding on one side of one market, kept by bet placement."""
+
+    __tablename__ = "positions"
+    __table_args__ = (
+        CheckConstraint("side IN ('YES', 'NO')", name="side"),
+        CheckConstraint("shares >= 0 AND paid_in >= 0 AND received >= 0", name="nonneg"),
+        Index("ix_positions_market_id", "market_id"),
+    )
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"), primary_key=True)
+    side: Mapped[str] = mapped_column(String(3), primary_key=True)
+    shares: Mapped[Decimal] = mapped_column(SHARES, server_default="0")
+    # Money put in (fees included) and taken out by selling: what a refund is computed from.
+    paid_in: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
+    received: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
+    payout: Mapped[Decimal | None] = mapped_column(MONEY)
+
+
+class LedgerTransaction(Base):
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        Index("ix_ledger_transactions_market_id", "market_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    market_id: Mapped[int | None] = mapped_column(ForeignKey("markets.id"))
+    bet_id: Mapped[int | None] = mapped_column(ForeignKey("bets.id"))
+    actor: Mapped[str] = mapped_column(String(64))
+    memo: Mapped[str | None] = mapped_column(Text)
+    reverses_transaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_transactions.id")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class LedgerEntry(Base):
+    """One signed movement on one account: positive adds to the account's balance."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="amount_nonzero"),
+        Index("ix_ledger_entries_account_id", "account_id"),
+        Index("ix_ledger_entries_transaction_id", "transaction_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    reverses_entry_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_entries.id"), unique=True
+    )
+
+
+class Settlement(Base):
+    """Each settle or refund of a market; at most one is active per market."""
+
+    __tablename__ = "settlements"
+    __table_args__ = (
+        CheckConstraint("kind IN ('SETTLE', 'REFUND')", name="kind"),
+        CheckConstraint("(kind = 'SETTLE') = (outcome IS NOT NULL)", name="outcome_iff_settle"),
+        CheckConstraint("active OR reversed_at IS NOT NULL", name="inactive_means_reversed"),
+        Index(
+            "uq_settlements_active_market",
+            "market_id",
+            unique=True,
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    outcome: Mapped[str | None] = mapped_column(String(3))
+    active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
+    actor: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    reversed_at: Mapped[dt.datetime | None]
+    reversal_transaction_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ledger_transactions.id")
+    )
+
+
+class ResolutionAttempt(Base):
+    __tablename__ = "resolution_attempts"
+    __table_args__ = (
+        CheckConstraint(
+            _in("result", ("RESOLVED_YES", "RESOLVED_NO", "CANCELLED", "DEFERRED", "ERROR")),
+            name="result",
+        ),
+        Index("ix_resolution_attempts_market_started", "market_id", "started_at"),
+        Index("ix_resolution_attempts_started", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"))
+    trigger: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime]
+    result: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    evidence: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", ("RUNNING", "SUCCESS", "FAILED", "TIMEOUT")), name="status"),
+        Index("ix_job_runs_job_started", "job", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    job: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[dt.datetime | None]
+    status: Mapped[str] = mapped_column(String(16), server_default="RUNNING")
+    counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class SchedulerInstance(Base):
+    """A scheduler process's heartbeat; the leader is the one holding the advisory lock."""
+
+    __tablename__ = "scheduler_instances"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid:start
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    is_leader: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    stopped_at: Mapped[dt.datetime | None]
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    username: Mapped[str | None] = mapped_column(String(64))
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(16))  # OK, REFUSED, FAILED
+    detail: Mapped[str | None] = mapped_column(Text)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class DashboardAccount(Base):
+    __tablename__ = "dashboard_accounts"
+    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    last_login_at: Mapped[dt.datetime | None]
