@@ -1,4 +1,4 @@
-"""Apply the migrations: `python -m db.migrate` (to head) or `python -m db.migrate downgrade base`."""
+"""Apply the migrations: `python -m db.migrate` (to head), `python -m db.migrate downgrade base`."""
 
 from __future__ import annotations
 
