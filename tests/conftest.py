@@ -16,7 +16,8 @@ from db import embedded
 from db.engine import dispose_engine
 from db.migrate import upgrade
 
-TEST_DB = "kolops_test"
+# One database per pytest process, so parallel runs never touch each other.
+TEST_DB = f"kolops_test_{os.getpid()}"
 
 
 def _admin_url() -> str:
@@ -52,6 +53,8 @@ def database_url(admin_url: str) -> Iterator[str]:
     upgrade(url)
     yield url
     dispose_engine()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
     if previous is None:
         os.environ.pop("DATABASE_URL", None)
     else:
