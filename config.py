@@ -5,7 +5,10 @@ Every variable is documented in `.env.example`; nothing else in the project read
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -53,7 +56,10 @@ class Settings:
 
     # Outside sources.
     kolscan_base_url: str = "https://kolscan.io"
+    # False when the URL was left unset: the launcher then starts the local stand-in instead.
+    kolscan_configured: bool = False
     x_api_base_url: str = "https://api.x.com"
+    x_api_configured: bool = False
     x_api_bearer_token: str = field(default="", repr=False)
     x_api_connect_timeout_s: float = 3.0
     x_api_read_timeout_s: float = 10.0
@@ -86,6 +92,17 @@ class Settings:
     dashboard_port: int = 8501
 
 
+def setup_logging(level: int = logging.INFO) -> None:
+    """One readable line per event on stdout; the embedded server's chatter kept quiet."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
+    )
+    for noisy in ("pgserver", "apscheduler", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # platformdirs warns about XDG_RUNTIME_DIR on every embedded start; it is harmless here.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings; cached, call `get_settings.cache_clear()` after changing the env."""
@@ -97,7 +114,9 @@ def get_settings() -> Settings:
         database_url=_str("DATABASE_URL", ""),
         embedded_pgdata=Path(_str("EMBEDDED_PGDATA", str(PROJECT_ROOT / ".pgdata"))),
         kolscan_base_url=_str("KOLSCAN_BASE_URL", "https://kolscan.io").rstrip("/"),
+        kolscan_configured=bool(_str("KOLSCAN_BASE_URL", "")),
         x_api_base_url=_str("X_API_BASE_URL", "https://api.x.com").rstrip("/"),
+        x_api_configured=bool(_str("X_API_BASE_URL", "")),
         x_api_bearer_token=_str("X_API_BEARER_TOKEN", ""),
         x_api_connect_timeout_s=float(_decimal("X_API_CONNECT_TIMEOUT_S", "3")),
         x_api_read_timeout_s=float(_decimal("X_API_READ_TIMEOUT_S", "10")),

@@ -1,0 +1,105 @@
+"""Start the whole product: database, sources, demo data, scheduler and dashboard (`bin/run`).
+
+With nothing configured this is a self-contained demo: the embedded PostgreSQL, the local
+stand-ins for kolscan and the X API on 127.0.0.1, demo data on an empty database, and demo
+dashboard accounts whose credentials are printed once. Set DATABASE_URL, KOLSCAN_BASE_URL,
+X_API_BASE_URL and X_API_BEARER_TOKEN to run against real ones. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+from config import PROJECT_ROOT, get_settings, setup_logging
+from db.engine import libpq_url
+from db.migrate import upgrade
+
+log = logging.getLogger("kolops.launch")
+
+KOLSCAN_STANDIN_PORT = 8601
+X_API_STANDIN_PORT = 8602
+DEMO_X_TOKEN = "demo-standin-token"
+
+
+def _wait_http(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def main() -> int:
+    setup_logging()
+    settings = get_settings()
+    env = dict(os.environ)
+    children: list[subprocess.Popen[bytes]] = []
+    py = sys.executable
+
+    def spawn(*args: str) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen([py, *args], cwd=PROJECT_ROOT, env=env)
+        children.append(child)
+        return child
+
+    # The launcher holds the embedded server; children reach it through DATABASE_URL.
+    env["DATABASE_URL"] = libpq_url()
+    upgrade(env["DATABASE_URL"])
+    log.info("database ready")
+
+    if not settings.kolscan_configured:
+        spawn("-m", "standins.kolscan_standin", "--port", str(KOLSCAN_STANDIN_PORT))
+        env["KOLSCAN_BASE_URL"] = f"http://127.0.0.1:{KOLSCAN_STANDIN_PORT}"
+        _wait_http(env["KOLSCAN_BASE_URL"] + "/leaderboard?timeframe=1")
+        log.info("kolscan stand-in at %s", env["KOLSCAN_BASE_URL"])
+    if not settings.x_api_configured:
+        spawn("-m", "standins.xapi_standin", "--port", str(X_API_STANDIN_PORT),
+              "--token", DEMO_X_TOKEN)
+        env["X_API_BASE_URL"] = f"http://127.0.0.1:{X_API_STANDIN_PORT}"
+        env["X_API_BEARER_TOKEN"] = DEMO_X_TOKEN
+        log.info("X API stand-in at %s", env["X_API_BASE_URL"])
+
+    # Demo data goes through the real services, in a child that sees the final environment.
+    subprocess.run([py, "-m", "services.demo"], cwd=PROJECT_ROOT, env=env, check=True)
+
+    spawn("scheduler.py")
+    port = str(settings.dashboard_port)
+    spawn("-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
+          "--server.port", port, "--server.headless", "true",
+          "--browser.gatherUsageStats", "false")
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + "/_stcore/health", timeout_s=60)
+    print(f"\n  KOL Market Ops dashboard: {url}\n  (Ctrl-C to stop)\n", flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.is_set():
+            for child in children:
+                if child.poll() is not None:
+                    log.error("%s exited with %s; stopping", child.args, child.returncode)
+                    stop.set()
+            stop.wait(1.0)
+    finally:
+        for child in reversed(children):
+            child.terminate()
+        for child in reversed(children):
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

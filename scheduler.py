@@ -1,0 +1,223 @@
+"""The scheduler process: APScheduler 3 runs every timed job through the service modules.
+
+    python scheduler.py                 run (leader or standby)
+    python scheduler.py --once resolve  run one job once now and exit
+    python scheduler.py --list          list the jobs
+
+Several instances may run. The leader holds a session-level PostgreSQL advisory lock on a
+connection of its own; the others poll for it and take over within seconds when the leader dies
+(its connection closes, PostgreSQL releases the lock). Leadership only avoids wasted work: the
+services claim rows (`FOR UPDATE SKIP LOCKED`, status re-checked under the lock), so a brief
+overlap of two leaders cannot double anything. APScheduler keeps its jobs in memory only; its
+job stores are never shared between processes (they would not prevent duplicate runs).
+
+Scheduling choices: `coalesce=True` (a job that missed several runs, e.g. after a pause, runs
+once, not once per missed tick), `max_instances=1` (a job never overlaps itself), and a
+`misfire_grace_time` of half the interval for frequent jobs (a run that is too late is skipped:
+the next tick does the same work with fresher data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from config import get_settings, setup_logging
+from db.engine import libpq_url
+from services import jobs
+from services.integrity import check_integrity
+from services.jobs import JobContext
+
+log = logging.getLogger("kolops.scheduler")
+
+LEADER_LOCK_KEY = 0x4B4F4C4F5053  # "KOLOPS"
+HEARTBEAT_S = 2.0
+
+
+class IntegrityViolations(Exception):
+    """The integrity check found violations: recorded as a failed job run so it shows red."""
+
+
+def integrity_job(ctx: JobContext) -> None:
+    report = check_integrity()
+    ctx.counts["violations"] = len(report.violations)
+    if not report.ok:
+        for v in report.violations:
+            log.error("integrity violation check=%s subject=%s %s", v.check, v.subject, v.detail)
+        summary = "; ".join(f"{v.check}:{v.subject}" for v in report.violations[:10])
+        raise IntegrityViolations(f"{len(report.violations)} violations: {summary}")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    run: Callable[[JobContext], None]
+    trigger: Callable[[], BaseTrigger]
+    misfire_grace_s: int
+
+
+def job_specs() -> dict[str, JobSpec]:
+    s = get_settings()
+    specs = [
+        JobSpec(
+            "integrity",
+            integrity_job,
+            lambda: IntervalTrigger(seconds=s.integrity_interval_s),
+            max(1, s.integrity_interval_s // 2),
+        ),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+def run_job(name: str) -> bool:
+    """Run one job now, recording its run. Never raises: a failing job must not stop the caller."""
+    spec = job_specs()[name]
+    try:
+        with jobs.record_job(name, timeout_s=get_settings().job_timeout_s) as ctx:
+            spec.run(ctx)
+    except Exception:  # recorded and logged by record_job; the scheduler goes on
+        return False
+    return True
+
+
+class LeaderLock:
+    """A session-level advisory lock held on a dedicated connection."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def try_acquire(self) -> bool:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(
+                    self._url, autocommit=True, application_name="kolops-scheduler-leader"
+                )
+            row = self._conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)
+            ).fetchone()
+            return bool(row and row[0])
+        except psycopg.Error as exc:
+            log.warning("leader lock: %s", exc)
+            self.release()
+            return False
+
+    def still_held(self) -> bool:
+        """A session-level lock lives as long as its session: alive connection = lock held."""
+        if self._conn is None or self._conn.closed:
+            return False
+        try:
+            self._conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+
+class SchedulerProcess:
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.instance_id = f"{jobs.HOST}:{os.getpid()}:{int(self.started_at.timestamp())}"
+
+    def _build(self) -> BackgroundScheduler:
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=4)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=dt.UTC,
+        )
+        for spec in job_specs().values():
+            scheduler.add_job(
+                run_job,
+                spec.trigger(),
+                args=[spec.name],
+                id=spec.name,
+                name=spec.name,
+                misfire_grace_time=spec.misfire_grace_s,
+                next_run_time=dt.datetime.now(dt.UTC),
+            )
+        return scheduler
+
+    def _beat(self, *, leader: bool) -> None:
+        try:
+            jobs.heartbeat(self.instance_id, is_leader=leader, started_at=self.started_at)
+        except Exception as exc:  # the database may be briefly away; keep going
+            log.warning("heartbeat failed: %s", exc)
+
+    def run(self) -> None:
+        lock = LeaderLock(libpq_url())
+        log.info("scheduler %s starting (standby until leader)", self.instance_id)
+        while not self.stop.is_set():
+            if not lock.try_acquire():
+                self._beat(leader=False)
+                self.stop.wait(HEARTBEAT_S)
+                continue
+            log.info("scheduler %s is the leader", self.instance_id)
+            scheduler = self._build()
+            scheduler.start()
+            try:
+                while not self.stop.is_set():
+                    self._beat(leader=True)
+                    if not lock.still_held():
+                        log.error("leader lock lost; back to standby")
+                        break
+                    self.stop.wait(HEARTBEAT_S)
+            finally:
+                # Stop taking new work; running jobs finish (or roll back) before we go on.
+                scheduler.shutdown(wait=True)
+                lock.release()
+        jobs.mark_stopped(self.instance_id)
+        log.info("scheduler %s stopped", self.instance_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--once", metavar="JOB", help="run one job once now and exit")
+    parser.add_argument("--list", action="store_true", help="list the jobs and exit")
+    args = parser.parse_args(argv)
+    setup_logging()
+    specs = job_specs()
+    if args.list:
+        for spec in specs.values():
+            print(f"{spec.name:<20} {spec.trigger()}")
+        return 0
+    if args.once:
+        if args.once not in specs:
+            print(f"unknown job {args.once!r}; jobs: {', '.join(specs)}", file=sys.stderr)
+            return 2
+        return 0 if run_job(args.once) else 1
+
+    process = SchedulerProcess()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping after the current work", signal.Signals(signum).name)
+        process.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    process.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

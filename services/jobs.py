@@ -1,0 +1,214 @@
+"""Job runs and scheduler heartbeats: how the ops team knows timed work happened.
+
+`record_job` wraps one run of a job: the RUNNING row is committed before the work starts (so a
+hung or killed run is visible), and the outcome is written in a fresh transaction afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from db.engine import read_session, transaction
+from db.models import JobRun, SchedulerInstance
+
+log = logging.getLogger("kolops.jobs")
+
+HOST = socket.gethostname()
+
+
+class JobTimeout(Exception):
+    """A job ran past its deadline and stopped itself."""
+
+
+@dataclass
+class JobContext:
+    """What a running job reports: its counts, and a deadline it must respect."""
+
+    name: str
+    run_id: int
+    deadline: float  # time.monotonic() value
+    counts: dict[str, Any]
+
+    def check_deadline(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise JobTimeout(f"job {self.name} ran past its deadline")
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+@contextmanager
+def record_job(name: str, *, timeout_s: float) -> Iterator[JobContext]:
+    """Record one run of `name`. Exceptions are recorded and re-raised."""
+    started = time.monotonic()
+    with transaction() as session:
+        run_id = session.scalar(
+            insert(JobRun).values(job=name, host=HOST, pid=os.getpid()).returning(JobRun.id)
+        )
+    assert run_id is not None
+    ctx = JobContext(name=name, run_id=run_id, deadline=started + timeout_s, counts={})
+    status, error = "SUCCESS", None
+    try:
+        yield ctx
+    except JobTimeout as exc:
+        status, error = "TIMEOUT", str(exc)
+        raise
+    except BaseException as exc:
+        status = "FAILED"
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+        raise
+    finally:
+        with transaction() as session:
+            session.execute(
+                update(JobRun)
+                .where(JobRun.id == run_id)
+                .values(finished_at=func.now(), status=status, counts=ctx.counts, error=error)
+            )
+        took = time.monotonic() - started
+        counts = " ".join(f"{k}={v}" for k, v in ctx.counts.items()) or "-"
+        line = f"job={name} run={run_id} status={status} took={took:.2f}s {counts}"
+        if error:
+            log.error("%s error=%s", line, error)
+        else:
+            log.info(line)
+
+
+def heartbeat(instance_id: str, *, is_leader: bool, started_at: dt.datetime) -> None:
+    with transaction() as session:
+        stmt = pg_insert(SchedulerInstance).values(
+            id=instance_id,
+            host=HOST,
+            pid=os.getpid(),
+            started_at=started_at,
+            heartbeat_at=func.now(),
+            is_leader=is_leader,
+        )
+        session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[SchedulerInstance.id],
+                set_={"heartbeat_at": func.now(), "is_leader": is_leader, "stopped_at": None},
+            )
+        )
+
+
+def mark_stopped(instance_id: str) -> None:
+    with transaction() as session:
+        session.execute(
+            update(SchedulerInstance)
+            .where(SchedulerInstance.id == instance_id)
+            .values(stopped_at=func.now(), is_leader=False)
+        )
+
+
+# -- read side, for the dashboard -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulerState:
+    instances: list[dict[str, Any]]
+    leader_heartbeat_at: dt.datetime | None
+    leader_age_s: float | None
+
+
+def scheduler_state() -> SchedulerState:
+    with read_session() as session:
+        now = session.scalar(select(func.now()))
+        rows = (
+            session.execute(
+                select(SchedulerInstance)
+                .where(SchedulerInstance.stopped_at.is_(None))
+                .order_by(SchedulerInstance.heartbeat_at.desc())
+                .limit(20)
+            )
+            .scalars()
+            .all()
+        )
+    instances = [
+        {
+            "instance": r.id,
+            "host": r.host,
+            "pid": r.pid,
+            "leader": r.is_leader,
+            "heartbeat_at": r.heartbeat_at,
+            "started_at": r.started_at,
+        }
+        for r in rows
+    ]
+    leader = next((r for r in rows if r.is_leader), None)
+    age = (now - leader.heartbeat_at).total_seconds() if leader and now else None
+    return SchedulerState(instances, leader.heartbeat_at if leader else None, age)
+
+
+def recent_runs(*, job: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    with read_session() as session:
+        stmt = select(JobRun).order_by(JobRun.started_at.desc()).limit(limit)
+        if job:
+            stmt = stmt.where(JobRun.job == job)
+        rows = session.execute(stmt).scalars().all()
+    return [
+        {
+            "id": r.id,
+            "job": r.job,
+            "status": r.status,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "host": r.host,
+            "pid": r.pid,
+            "counts": r.counts,
+            "error": r.error,
+        }
+        for r in rows
+    ]
+
+
+def last_run_per_job() -> list[dict[str, Any]]:
+    """Each job's latest run and its latest failure (one query)."""
+    with read_session() as session:
+        latest = (
+            select(
+                JobRun.job,
+                func.max(JobRun.id).label("last_id"),
+                func.max(JobRun.id).filter(JobRun.status != "SUCCESS").label("fail_id"),
+                func.count().label("runs"),
+                func.count().filter(JobRun.status != "SUCCESS").label("failures"),
+            )
+            .group_by(JobRun.job)
+            .subquery()
+        )
+        rows = session.execute(
+            select(
+                latest.c.job,
+                latest.c.runs,
+                latest.c.failures,
+                JobRun.status,
+                JobRun.started_at,
+                JobRun.finished_at,
+                JobRun.error,
+            )
+            .join(JobRun, JobRun.id == latest.c.last_id)
+            .order_by(latest.c.job)
+        ).all()
+    return [
+        {
+            "job": r.job,
+            "runs": r.runs,
+            "failures": r.failures,
+            "last_status": r.status,
+            "last_started_at": r.started_at,
+            "last_finished_at": r.finished_at,
+            "last_error": r.error,
+        }
+        for r in rows
+    ]
