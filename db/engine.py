@@ -82,13 +82,15 @@ def transaction() -> Iterator[Session]:
 
 @contextmanager
 def read_session() -> Iterator[Session]:
-    """A session for reads; whatever it did is rolled back on exit."""
+    """A session for reads; whatever it did is rolled back on exit. Loaded objects are detached
+    first, so they stay readable after the session ends (a rollback would expire them)."""
     get_engine()
     assert _session_factory is not None
     with _session_factory() as session:
         try:
             yield session
         finally:
+            session.expunge_all()
             session.rollback()
 
 

@@ -1,0 +1,70 @@
+"""The audit log: every dashboard action that changes data (and every refusal), who and why."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import insert, select
+
+from db.engine import read_session, transaction
+from db.models import AuditLog
+
+if TYPE_CHECKING:
+    from services.auth import Principal
+
+
+def record(
+    principal: Principal | None,
+    *,
+    action: str,
+    result: str,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    reason: str | None = None,
+    detail: str | None = None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """Write one audit row in its own transaction (a refusal is kept even when work rolls back)."""
+    with transaction() as session:
+        session.execute(
+            insert(AuditLog).values(
+                username=principal.username if principal else None,
+                role=principal.role if principal else None,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                reason=reason,
+                result=result,
+                detail=detail,
+                before=before,
+                after=after,
+            )
+        )
+
+
+def recent(
+    *, limit: int = 200, action: str | None = None, username: str | None = None
+) -> list[dict[str, Any]]:
+    with read_session() as session:
+        stmt = select(AuditLog).order_by(AuditLog.at.desc(), AuditLog.id.desc()).limit(limit)
+        if action:
+            stmt = stmt.where(AuditLog.action == action)
+        if username:
+            stmt = stmt.where(AuditLog.username == username)
+        rows = session.execute(stmt).scalars().all()
+    return [
+        {
+            "at": r.at,
+            "username": r.username,
+            "role": r.role,
+            "action": r.action,
+            "target": f"{r.target_type}:{r.target_id}" if r.target_type else "",
+            "result": r.result,
+            "reason": r.reason,
+            "detail": r.detail,
+            "before": r.before,
+            "after": r.after,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,172 @@
+"""Dashboard accounts (the ops team, not market users): argon2 password hashes and roles.
+
+python -m services.auth create-admin NAME     create the first admin (password from stdin)
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import re
+import sys
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, insert, select, update
+
+from db.engine import transaction
+from db.models import ROLES, DashboardAccount
+from services import audit
+from services.errors import ErrorCode, ServiceError
+
+_hasher = PasswordHasher()
+USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,64}$")
+MIN_PASSWORD = 10
+# The rank of each role: a role may do everything the roles below it may.
+ROLE_RANK = {role: i for i, role in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is acting on the dashboard."""
+
+    username: str
+    role: str
+
+    def can(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+def require(principal: Principal | None, role: str, action: str) -> Principal:
+    """Refuse (and audit the refusal) unless `principal` holds at least `role`."""
+    if principal is None:
+        audit.record(None, action=action, result="REFUSED", detail="not logged in")
+        raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "log in first")
+    if principal.role not in ROLE_RANK or not principal.can(role):
+        audit.record(
+            principal,
+            action=action,
+            result="REFUSED",
+            detail=f"needs role {role}, has {principal.role}",
+        )
+        raise ServiceError(ErrorCode.PERMISSION_DENIED, f"{action} needs the {role} role")
+    return principal
+
+
+def create_account(
+    username: str, password: str, role: str, *, actor: Principal | None = None
+) -> int:
+    if actor is not None:
+        require(actor, "admin", "create_account")
+    if not USERNAME_RE.match(username):
+        raise ServiceError(ErrorCode.INVALID_INPUT, "username: 2-64 of a-z 0-9 _ . -")
+    if role not in ROLE_RANK:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"role must be one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"password needs {MIN_PASSWORD}+ characters")
+    with transaction() as session:
+        if session.scalar(select(DashboardAccount.id).where(DashboardAccount.username == username)):
+            raise ServiceError(ErrorCode.INVALID_INPUT, f"account {username!r} exists")
+        account_id = session.scalar(
+            insert(DashboardAccount)
+            .values(username=username, password_hash=_hasher.hash(password), role=role)
+            .returning(DashboardAccount.id)
+        )
+    audit.record(
+        actor,
+        action="create_account",
+        target_type="dashboard_account",
+        target_id=username,
+        result="OK",
+        after={"role": role},
+    )
+    assert account_id is not None
+    return account_id
+
+
+def set_active(username: str, active: bool, *, actor: Principal) -> None:
+    require(actor, "admin", "set_account_active")
+    with transaction() as session:
+        session.execute(
+            update(DashboardAccount)
+            .where(DashboardAccount.username == username)
+            .values(active=active)
+        )
+    audit.record(
+        actor,
+        action="set_account_active",
+        target_type="dashboard_account",
+        target_id=username,
+        result="OK",
+        after={"active": active},
+    )
+
+
+def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
+    require(actor, "admin", "list_accounts")
+    with transaction() as session:
+        rows = session.execute(select(DashboardAccount).order_by(DashboardAccount.username))
+        return [
+            {
+                "username": a.username,
+                "role": a.role,
+                "active": a.active,
+                "last_login_at": a.last_login_at,
+            }
+            for a in rows.scalars()
+        ]
+
+
+def authenticate(username: str, password: str) -> Principal:
+    """The principal for these credentials; a refusal is audited and says nothing more."""
+    with transaction() as session:
+        account = session.scalar(
+            select(DashboardAccount).where(DashboardAccount.username == username)
+        )
+        ok = False
+        if account is not None and account.active:
+            try:
+                ok = _hasher.verify(account.password_hash, password)
+            except (VerificationError, InvalidHashError):
+                ok = False
+        if ok and account is not None:
+            account.last_login_at = func.now()
+            principal = Principal(account.username, account.role)
+    if not ok:
+        audit.record(
+            None,
+            action="login",
+            target_type="dashboard_account",
+            target_id=username[:64],
+            result="REFUSED",
+            detail="bad credentials",
+        )
+        raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "wrong username or password")
+    audit.record(principal, action="login", result="OK")
+    return principal
+
+
+def _main() -> int:
+    parser = argparse.ArgumentParser(description="dashboard accounts")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    create = sub.add_parser("create-admin", help="create an admin account")
+    create.add_argument("username")
+    args = parser.parse_args()
+    if args.cmd == "create-admin":
+        password = (
+            getpass.getpass("password: ")
+            if sys.stdin.isatty()
+            else sys.stdin.readline().rstrip("\n")
+        )
+        try:
+            create_account(args.username, password, "admin")
+        except ServiceError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"admin {args.username!r} created")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -1,0 +1,103 @@
+"""Market health at a glance: the aggregates behind the dashboard's overview (read-only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from config import get_settings
+from db.engine import read_session
+
+
+@dataclass(frozen=True)
+class Health:
+    now: dt.datetime
+    by_status: dict[str, int]
+    due: int
+    overdue: int
+    needs_attention: int
+    cancellations_by_reason: dict[str, int]
+    failed_attempts_24h: int
+    resolved_24h: int
+    median_resolution_lag_s: float | None
+    last_good_scrape: dict[str, dt.datetime | None]
+    x_api: list[dict[str, Any]]
+    last_integrity: dict[str, Any] | None
+
+
+def market_health() -> Health:
+    grace = get_settings().resolution_grace_minutes
+    with read_session() as s:
+        now = s.execute(text("SELECT now()")).scalar_one()
+        by_status = dict(
+            s.execute(text("SELECT status, count(*) FROM markets GROUP BY status")).all()
+        )
+        due, overdue, attention = s.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE closes_at <= now()),"
+                " count(*) FILTER (WHERE closes_at <= now() - make_interval(mins => :grace)),"
+                " count(*) FILTER (WHERE needs_attention)"
+                " FROM markets WHERE status = 'OPEN'"
+            ),
+            {"grace": grace},
+        ).one()
+        cancellations = dict(
+            s.execute(
+                text(
+                    "SELECT cancel_reason, count(*) FROM markets WHERE status = 'CANCELLED'"
+                    " GROUP BY cancel_reason ORDER BY 2 DESC"
+                )
+            ).all()
+        )
+        failed, resolved, lag = s.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE a.result = 'ERROR'),"
+                " count(*) FILTER (WHERE a.result LIKE 'RESOLVED%'),"
+                " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
+                "   a.finished_at - m.closes_at)) FILTER (WHERE a.result LIKE 'RESOLVED%')"
+                " FROM resolution_attempts a JOIN markets m ON m.id = a.market_id"
+                " WHERE a.started_at > now() - interval '24 hours'"
+            )
+        ).one()
+        scrapes = dict(
+            s.execute(
+                text(
+                    "SELECT timeframe, max(snapshot_at) FROM scrape_runs"
+                    " WHERE status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"
+                    " GROUP BY timeframe"
+                )
+            ).all()
+        )
+        x_api = [
+            dict(r._mapping)
+            for r in s.execute(
+                text(
+                    'SELECT endpoint, remaining, "limit", reset_at, last_status, updated_at'
+                    " FROM x_api_state ORDER BY endpoint"
+                )
+            )
+        ]
+        integrity = s.execute(
+            text(
+                "SELECT status, started_at, counts, error FROM job_runs"
+                " WHERE job = 'integrity' AND status <> 'RUNNING'"
+                " ORDER BY started_at DESC LIMIT 1"
+            )
+        ).first()
+    return Health(
+        now=now,
+        by_status={k: by_status.get(k, 0) for k in ("OPEN", "RESOLVED", "CANCELLED")},
+        due=due,
+        overdue=overdue,
+        needs_attention=attention,
+        cancellations_by_reason=cancellations,
+        failed_attempts_24h=failed,
+        resolved_24h=resolved,
+        median_resolution_lag_s=float(lag) if lag is not None else None,
+        last_good_scrape={tf: scrapes.get(tf) for tf in ("daily", "weekly", "monthly")},
+        x_api=x_api,
+        last_integrity=dict(integrity._mapping) if integrity else None,
+    )
