@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     X_API_UNAUTHORIZED = "X_API_UNAUTHORIZED"
     X_API_RATE_LIMITED = "X_API_RATE_LIMITED"
     X_API_MALFORMED = "X_API_MALFORMED"
+    X_API_REJECTED = "X_API_REJECTED"
 
     # Money: bets, ledger, settlement.
     UNKNOWN_USER = "UNKNOWN_USER"

@@ -1,0 +1,287 @@
+"""The follower cache: fresh counts from the X API, the cache and its history, and the rule that
+decides whether a cached count may resolve a market (PRODUCT.md section 3 point 4).
+
+`cache_usable` is pure; the rest does I/O. Only successful lookups touch `follower_cache` and
+`follower_history`; every lookup, failed or not, records the API's budget and health in
+`x_api_state` for the dashboard.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from db.engine import retrying, transaction
+from db.models import FollowerCache, FollowerHistory, Kol, Market, XApiState
+from services.errors import ErrorCode
+from services.xapi import (
+    MAX_BATCH,
+    EndpointStatus,
+    XApiClient,
+    XApiError,
+    XRateLimited,
+    XUnauthorized,
+    XUser,
+)
+
+
+@dataclass(frozen=True)
+class FollowerReading:
+    handle: str  # lower-cased
+    followers: int
+    fetched_at: dt.datetime
+    x_user_id: str | None
+
+
+# -- the freshness rule (pure) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether a cached count may be used; when not, the code and reason to record. Truthy when
+    usable."""
+
+    usable: bool
+    code: ErrorCode | None = None
+    reason: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.usable
+
+
+def cache_usable(
+    fetched_at: dt.datetime,
+    *,
+    opens_at: dt.datetime,
+    closes_at: dt.datetime,
+    max_age: dt.timedelta,
+    now: dt.datetime,
+) -> Freshness:
+    """May a count fetched at `fetched_at` stand for the count at `closes_at`?
+
+    Usable iff `max(opens_at, closes_at - max_age) <= fetched_at <= now`. Both lower bounds are
+    inclusive: a count fetched exactly at the open is "not older than the market's start" (the
+    seed's rule), and one exactly `max_age` before the close is within the allowed age. Counts
+    fetched after the close are usable: the resolver's own fresh fetch also happens after it.
+    A `fetched_at` later than `now` cannot be a real observation (clock skew or a bad row), so
+    it is refused rather than trusted.
+    """
+    for name, value in (
+        ("fetched_at", fetched_at),
+        ("opens_at", opens_at),
+        ("closes_at", closes_at),
+        ("now", now),
+    ):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} must be timezone-aware")
+    if max_age < dt.timedelta(0):
+        raise ValueError("max_age must not be negative")
+
+    def stale(reason: str) -> Freshness:
+        return Freshness(False, ErrorCode.STALE_FOLLOWER_DATA, reason)
+
+    if fetched_at > now:
+        return stale(f"cached count is dated {fetched_at.isoformat()}, after now")
+    if fetched_at < opens_at:
+        return stale(
+            f"cached count from {fetched_at.isoformat()} predates the market's open "
+            f"{opens_at.isoformat()}"
+        )
+    oldest = closes_at - max_age
+    if fetched_at < oldest:
+        return stale(
+            f"cached count from {fetched_at.isoformat()} is more than {max_age} before the "
+            f"close {closes_at.isoformat()}"
+        )
+    return Freshness(True)
+
+
+# -- reading the cache ----------------------------------------------------------------------------
+
+
+def cached_reading(session: Session, handle: str) -> FollowerReading | None:
+    """The cached count of `handle`, or None when it was never fetched successfully."""
+    row = session.get(FollowerCache, handle.lower())
+    if row is None:
+        return None
+    return FollowerReading(row.handle, row.followers, row.fetched_at, row.x_user_id)
+
+
+# -- fetching -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _client(client: XApiClient | None) -> Iterator[XApiClient]:
+    if client is not None:
+        yield client
+        return
+    with XApiClient() as own:
+        yield own
+
+
+def fetch_followers(
+    handles: Iterable[str], *, client: XApiClient | None = None
+) -> dict[str, FollowerReading | XApiError]:
+    """Fetch fresh counts (batched), keyed by the handles as given.
+
+    In one transaction, each success upserts `follower_cache` and appends to `follower_history`,
+    and the endpoints' budget and health are written to `x_api_state`. A failure writes nothing
+    to the cache. A cache row is never moved back to an older reading (two fetches racing).
+    """
+    with _client(client) as api:
+        results = api.get_users(handles)
+        statuses = api.endpoint_statuses()
+    readings: dict[str, FollowerReading | XApiError] = {
+        handle: _reading(result) if isinstance(result, XUser) else result
+        for handle, result in results.items()
+    }
+    unique = {r.handle: r for r in readings.values() if isinstance(r, FollowerReading)}
+
+    def write() -> None:
+        with transaction() as session:
+            if unique:
+                _store(session, list(unique.values()))
+            for status in statuses:
+                _record_status(session, status)
+
+    retrying(write, what="fetch_followers")
+    return readings
+
+
+def _record_status(session: Session, status: EndpointStatus) -> None:
+    values: dict[str, object] = {
+        "last_status": status.last_status,
+        "last_error": status.last_error,
+        "updated_at": status.at,
+    }
+    # A client that has not seen the budget yet (say, its only answer was a 401) keeps the last
+    # known one rather than blanking it.
+    if status.rate_limit is not None:
+        values |= {
+            "limit": status.rate_limit.limit,
+            "remaining": status.rate_limit.remaining,
+            "reset_at": status.rate_limit.reset_at,
+        }
+    stmt = insert(XApiState).values(endpoint=status.endpoint, **values)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[XApiState.endpoint],
+            set_=values,
+            where=XApiState.updated_at <= stmt.excluded.updated_at,
+        )
+    )
+
+
+def _reading(user: XUser) -> FollowerReading:
+    return FollowerReading(user.username.lower(), user.followers, user.fetched_at, user.id)
+
+
+def _store(session: Session, readings: list[FollowerReading]) -> None:
+    rows = [
+        {
+            "handle": r.handle,
+            "followers": r.followers,
+            "fetched_at": r.fetched_at,
+            "x_user_id": r.x_user_id,
+        }
+        for r in sorted(readings, key=lambda r: r.handle)  # one lock order across writers
+    ]
+    stmt = insert(FollowerCache).values(rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[FollowerCache.handle],
+            set_={
+                "followers": stmt.excluded.followers,
+                "fetched_at": stmt.excluded.fetched_at,
+                "x_user_id": stmt.excluded.x_user_id,
+            },
+            where=FollowerCache.fetched_at <= stmt.excluded.fetched_at,
+        )
+    )
+    session.execute(
+        insert(FollowerHistory),
+        [{k: row[k] for k in ("handle", "followers", "fetched_at")} for row in rows],
+    )
+
+
+# -- the scheduler job ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    wanted: int  # distinct handles open follower markets need
+    refreshed: int
+    failed: dict[str, str] = field(default_factory=dict)  # handle -> ErrorCode value
+    not_attempted: int = 0  # left for the next run: the budget ran out or credentials failed
+    rate_limited_until: dt.datetime | None = None
+
+    def counts(self) -> dict[str, object]:
+        """For `job_runs.counts`."""
+        return {
+            "wanted": self.wanted,
+            "refreshed": self.refreshed,
+            "failed": len(self.failed),
+            "not_attempted": self.not_attempted,
+            "rate_limited_until": (
+                self.rate_limited_until.isoformat() if self.rate_limited_until else None
+            ),
+        }
+
+
+def open_market_handles(session: Session) -> list[str]:
+    """Lower-cased handles of KOL A of every OPEN follower_growth market, soonest close first."""
+    handle = func.lower(Kol.x_handle)
+    rows = session.execute(
+        select(handle)
+        .join(Market, Market.kol_a_id == Kol.id)
+        .where(
+            Market.type == "follower_growth",
+            Market.status == "OPEN",
+            Kol.x_handle.is_not(None),
+        )
+        .group_by(handle)
+        .order_by(func.min(Market.closes_at), handle)
+    )
+    return list(rows.scalars())
+
+
+def refresh_open_market_handles(*, client: XApiClient | None = None) -> RefreshReport:
+    """Refresh the counts open follower markets need, one batch (and transaction) at a time,
+    stopping with a report when the API's budget runs out or it refuses the credentials."""
+    with transaction() as session:
+        handles = open_market_handles(session)
+    refreshed = 0
+    failed: dict[str, str] = {}
+    with _client(client) as api:
+        for start in range(0, len(handles), MAX_BATCH):
+            batch = handles[start : start + MAX_BATCH]
+            results = fetch_followers(batch, client=api)
+            stop = next(
+                (r for r in results.values() if isinstance(r, XRateLimited | XUnauthorized)),
+                None,
+            )
+            if stop is not None:
+                return RefreshReport(
+                    wanted=len(handles),
+                    refreshed=refreshed,
+                    failed=failed,
+                    not_attempted=len(handles) - start,
+                    rate_limited_until=stop.reset_at if isinstance(stop, XRateLimited) else None,
+                )
+            for handle, result in results.items():
+                if isinstance(result, FollowerReading):
+                    refreshed += 1
+                else:
+                    failed[handle] = result.code.value
+    return RefreshReport(wanted=len(handles), refreshed=refreshed, failed=failed)
+
+
+def max_cache_age() -> dt.timedelta:
+    return dt.timedelta(minutes=get_settings().follower_cache_max_age_minutes)
