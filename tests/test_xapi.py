@@ -8,8 +8,11 @@ import datetime as dt
 import logging
 import math
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -438,3 +441,35 @@ def test_stand_in_counts_change_over_time_mostly_up_sometimes_down() -> None:
     assert followers_at("cented_sol", start) == followers_at("CENTED_SOL", start)
     minute = dt.timedelta(minutes=1)
     assert len({followers_at("cented_sol", start + i * minute) for i in range(10)}) > 1
+
+
+def test_the_cli_stand_in_serves_another_process_and_takes_faults_over_http() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "standins.xapi_standin", "--port", str(port), "--token", TOKEN],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                httpx.get(f"{base}/__standin__/requests", timeout=0.5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "stand-in did not start"
+                time.sleep(0.1)
+        with XApiClient(base, TOKEN, max_retries=0) as client:
+            assert client.get_user("cented_sol").followers > 0
+            httpx.post(f"{base}/__standin__/fault", json={"kind": "suspended", "count": 1})
+            with pytest.raises(XUserSuspended):
+                client.get_user("cented_sol")
+            assert client.get_user("cented_sol").username == "cented_sol"
+        assert httpx.get(f"{base}/__standin__/requests").json()["count"] == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
