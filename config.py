@@ -78,6 +78,9 @@ class Settings:
     fee_rate: Decimal = Decimal("0.02")
     market_liquidity: Decimal = Decimal("1000")
     max_trade_pool_fraction: Decimal = Decimal("0.25")
+    # Generated markets run one timeframe (a day, a week, 30 days) times this factor; the demo
+    # shrinks it so markets close and resolve while you watch.
+    market_duration_factor: Decimal = Decimal(1)
 
     # Schedules (seconds between runs, or a crontab expression for scrapes).
     resolve_interval_s: int = 60
@@ -131,6 +134,7 @@ def get_settings() -> Settings:
         fee_rate=fee_rate,
         market_liquidity=_decimal("MARKET_LIQUIDITY", "1000"),
         max_trade_pool_fraction=_decimal("MAX_TRADE_POOL_FRACTION", "0.25"),
+        market_duration_factor=_decimal("MARKET_DURATION_FACTOR", "1"),
         resolve_interval_s=_int("RESOLVE_INTERVAL_S", 60),
         integrity_interval_s=_int("INTEGRITY_INTERVAL_S", 300),
         follower_refresh_interval_s=_int("FOLLOWER_REFRESH_INTERVAL_S", 300),

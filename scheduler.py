@@ -35,11 +35,12 @@ import psycopg
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from config import get_settings, setup_logging
 from db.engine import libpq_url
-from services import jobs
+from services import followers, generator, jobs, resolver, scraper
 from services.integrity import check_integrity
 from services.jobs import JobContext
 
@@ -63,6 +64,42 @@ def integrity_job(ctx: JobContext) -> None:
         raise IntegrityViolations(f"{len(report.violations)} violations: {summary}")
 
 
+def resolve_job(ctx: JobContext) -> None:
+    report = resolver.sweep(trigger="schedule", should_stop=lambda: ctx.remaining_s() <= 0)
+    ctx.counts.update(report.counts())
+
+
+def scrape_job(timeframe: str) -> Callable[[JobContext], None]:
+    def run(ctx: JobContext) -> None:
+        result = scraper.scrape_leaderboard(timeframe, trigger="SCHEDULE")
+        ctx.counts.update(
+            run_id=result.run_id,
+            status=result.status,
+            stored=result.rows_stored,
+            rejected=result.rows_rejected,
+        )
+        if result.status == "FAILED":
+            raise ScrapeFailed(
+                f"scrape run {result.run_id} ({timeframe}) failed: "
+                f"{result.error_code} {result.error_message or ''}".strip()
+            )
+
+    return run
+
+
+class ScrapeFailed(Exception):
+    """A scheduled scrape failed: recorded as a failed job run (the run row holds the detail)."""
+
+
+def followers_job(ctx: JobContext) -> None:
+    report = followers.refresh_open_market_handles()
+    ctx.counts.update(report.counts())
+
+
+def generate_job(ctx: JobContext) -> None:
+    ctx.counts.update(generator.generate().counts())
+
+
 @dataclass(frozen=True)
 class JobSpec:
     name: str
@@ -73,11 +110,39 @@ class JobSpec:
 
 def job_specs() -> dict[str, JobSpec]:
     s = get_settings()
+
+    def every(seconds: int) -> Callable[[], BaseTrigger]:
+        return lambda: IntervalTrigger(seconds=seconds)
+
     specs = [
+        JobSpec(
+            "resolve", resolve_job, every(s.resolve_interval_s), max(1, s.resolve_interval_s // 2)
+        ),
+        *(
+            JobSpec(
+                f"scrape_{tf}",
+                scrape_job(tf),
+                lambda: CronTrigger.from_crontab(s.scrape_cron, timezone=dt.UTC),
+                60,
+            )
+            for tf in ("daily", "weekly", "monthly")
+        ),
+        JobSpec(
+            "followers",
+            followers_job,
+            every(s.follower_refresh_interval_s),
+            max(1, s.follower_refresh_interval_s // 2),
+        ),
+        JobSpec(
+            "generate",
+            generate_job,
+            every(s.generate_interval_s),
+            max(1, s.generate_interval_s // 2),
+        ),
         JobSpec(
             "integrity",
             integrity_job,
-            lambda: IntervalTrigger(seconds=s.integrity_interval_s),
+            every(s.integrity_interval_s),
             max(1, s.integrity_interval_s // 2),
         ),
     ]

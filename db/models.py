@@ -287,6 +287,10 @@ class Market(Base):
     pool_no: Mapped[Decimal] = mapped_column(SHARES)
     liquidity: Mapped[Decimal] = mapped_column(MONEY)
     # Set when the system could neither settle nor cancel: an operator must look.
+    # A resolver pass's lease on this market, so overlapping sweeps do not duplicate work; the
+    # settlement re-checks status under the row lock, so an expired lease can never double pay.
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_expires_at: Mapped[dt.datetime | None]
     needs_attention: Mapped[bool] = mapped_column(Boolean, server_default="false")
     attention_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())

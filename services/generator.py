@@ -1,0 +1,345 @@
+"""The market generator: opens markets of all twelve types from the latest good scrape.
+
+Baselines come from that scrape (and from the follower cache for follower markets), so every
+market records what it compares against. A definition with a problem is refused, not created,
+and a question already asked by an OPEN market is skipped (the database's unique index on the
+open question key is the final word on duplicates).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from sqlalchemy import text
+
+from config import get_settings
+from db.engine import read_session, transaction
+from services import outcomes
+from services.errors import ErrorCode, ServiceError
+from services.markets import MarketSpec, open_market
+
+log = logging.getLogger("kolops.generator")
+
+ACTOR = "generator"
+TIMEFRAME_DAYS = {"daily": 1, "weekly": 7, "monthly": 30}
+TOP_N = 10
+
+
+@dataclass(frozen=True)
+class Row:
+    kol_id: int
+    name: str
+    wallet: str
+    x_handle: str | None
+    rank: int
+    wins: int
+    losses: int
+    sol_gain: Decimal
+    usd_gain: Decimal
+
+    def baseline(self) -> dict[str, Any]:
+        return {
+            "kol_id": self.kol_id,
+            "rank": self.rank,
+            "wins": self.wins,
+            "losses": self.losses,
+            "sol_gain": str(self.sol_gain),
+            "usd_gain": str(self.usd_gain),
+        }
+
+
+@dataclass
+class GenerateReport:
+    created: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        return {"created": self.created, "duplicates": self.duplicates, "refused": self.refused}
+
+
+def _latest_run(timeframe: str) -> tuple[int, dt.datetime, list[Row]] | None:
+    with read_session() as s:
+        run = s.execute(
+            text(
+                "SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf"
+                " AND status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"
+                " AND snapshot_at IS NOT NULL ORDER BY snapshot_at DESC LIMIT 1"
+            ),
+            {"tf": timeframe},
+        ).first()
+        if run is None:
+            return None
+        rows = [
+            Row(
+                r.kol_id,
+                r.username,
+                r.wallet,
+                r.x_handle,
+                r.rank,
+                r.wins,
+                r.losses,
+                r.sol_gain,
+                r.usd_gain,
+            )
+            for r in s.execute(
+                text(
+                    "SELECT kol_id, username, wallet, x_handle, rank, wins, losses, sol_gain,"
+                    " usd_gain FROM scraped_kols WHERE run_id = :id AND kol_id IS NOT NULL"
+                    " ORDER BY rank"
+                ),
+                {"id": run.id},
+            )
+        ]
+    return run.id, run.snapshot_at, rows
+
+
+def _follower_baselines(handles: list[str], max_age: dt.timedelta) -> dict[str, tuple[int, str]]:
+    """Fresh cached follower counts by lower-cased handle."""
+    if not handles:
+        return {}
+    with read_session() as s:
+        return {
+            r.handle: (r.followers, r.fetched_at.isoformat())
+            for r in s.execute(
+                text(
+                    "SELECT handle, followers, fetched_at FROM follower_cache"
+                    " WHERE handle = ANY(:h) AND fetched_at >= now() - :age"
+                ),
+                {"h": [h.lower() for h in handles], "age": max_age},
+            )
+        }
+
+
+def _pairs(rows: list[Row], n: int) -> list[tuple[Row, Row]]:
+    return [(rows[i], rows[i + 1]) for i in range(0, min(len(rows) - 1, 2 * n), 2)][:n]
+
+
+def _definitions(
+    tf: str, rows: list[Row], per_type: int
+) -> list[tuple[str, str, Row, Row | None, Decimal | None, int | None]]:
+    """(type, title, A, B, threshold, target_rank) for one timeframe's snapshot."""
+    out: list[tuple[str, str, Row, Row | None, Decimal | None, int | None]] = []
+    top = rows[: max(TOP_N, 2 * per_type + 2)]
+    on = f"on the {tf} leaderboard"
+    for a, b in _pairs(top, per_type):
+        out += [
+            ("rank_flippening", f"Will {a.name} rank above {b.name} {on}?", a, b, None, None),
+            (
+                "sol_gain_flippening",
+                f"Will {a.name} out-gain {b.name} in SOL {on}?",
+                a,
+                b,
+                None,
+                None,
+            ),
+            (
+                "usd_gain_flippening",
+                f"Will {a.name} out-gain {b.name} in USD {on}?",
+                a,
+                b,
+                None,
+                None,
+            ),
+            (
+                "win_rate_flippening",
+                f"Will {a.name} beat {b.name}'s win rate {on}?",
+                a,
+                b,
+                None,
+                None,
+            ),
+            (
+                "wl_ratio_flippening",
+                f"Will {a.name} beat {b.name}'s W/L ratio {on}?",
+                a,
+                b,
+                None,
+                None,
+            ),
+        ]
+    for a in top[:per_type]:
+        out.append(
+            ("profit_streak", f"Will {a.name} be in profit (USD) {on}?", a, None, None, None)
+        )
+        out.append(
+            (
+                "top_rank_maintain",
+                f"Will {a.name} stay in the top {TOP_N} {on}?",
+                a,
+                None,
+                None,
+                TOP_N,
+            )
+        )
+        threshold = a.sol_gain.to_integral_value(rounding=ROUND_CEILING)
+        out.append(
+            (
+                "sol_gain_threshold",
+                f"Will {a.name} gain {threshold}+ SOL {on}?",
+                a,
+                None,
+                threshold,
+                None,
+            )
+        )
+    for a in [r for r in top if r.wins + r.losses > 0][:per_type]:
+        out.append(
+            (
+                "streak_continuation",
+                f"Will {a.name} improve their win rate {on}?",
+                a,
+                None,
+                None,
+                None,
+            )
+        )
+    for a in [r for r in top if r.rank > 1][:per_type]:
+        target = a.rank - 1
+        out.append(
+            (
+                "rank_improvement",
+                f"Will {a.name} reach rank {target} or better {on}?",
+                a,
+                None,
+                None,
+                target,
+            )
+        )
+    for a in [r for r in top if r.losses > 0][:per_type]:
+        ratio = (Decimal(a.wins) / Decimal(a.losses)).quantize(Decimal("0.01"), ROUND_FLOOR)
+        if ratio > 0:
+            out.append(
+                (
+                    "wl_ratio_maintain",
+                    f"Will {a.name} keep a W/L ratio of {ratio}+ {on}?",
+                    a,
+                    None,
+                    ratio,
+                    None,
+                )
+            )
+    return out
+
+
+def generate(*, per_type: int = 2) -> GenerateReport:
+    """Open up to `per_type` markets of each type per timeframe from the latest good scrapes."""
+    s = get_settings()
+    report = GenerateReport()
+    factor = s.market_duration_factor
+    now = dt.datetime.now(dt.UTC)
+
+    def create(spec: MarketSpec, definition: outcomes.Definition) -> None:
+        problems = outcomes.definition_problems(definition)
+        if problems:
+            report.refused += 1
+            log.warning("refused market %s: %s", spec.question_key, "; ".join(problems))
+            return
+        try:
+            with transaction() as session:
+                open_market(session, spec, actor=ACTOR)
+        except ServiceError as exc:
+            if exc.code is ErrorCode.DUPLICATE_MARKET:
+                report.duplicates += 1
+                return
+            report.refused += 1
+            log.warning("refused market %s: %s", spec.question_key, exc)
+            return
+        report.created += 1
+        report.by_type[spec.type] = report.by_type.get(spec.type, 0) + 1
+
+    for tf, days in TIMEFRAME_DAYS.items():
+        latest = _latest_run(tf)
+        if latest is None:
+            continue
+        run_id, snapshot_at, rows = latest
+        closes_at = now + dt.timedelta(days=days) * float(factor)
+        source = {"run_id": run_id, "snapshot_at": snapshot_at.isoformat(), "timeframe": tf}
+        for type_, title, a, b, threshold, target in _definitions(tf, rows, per_type):
+            baseline = {"a": a.baseline(), "source": source}
+            if b is not None:
+                baseline["b"] = b.baseline()
+            key = f"{type_}:{tf}:{a.wallet}:{b.wallet if b else ''}:{threshold or target or ''}"
+            spec = MarketSpec(
+                type=type_,
+                title=title,
+                question_key=key,
+                kol_a_id=a.kol_id,
+                kol_b_id=b.kol_id if b else None,
+                timeframe=tf,
+                threshold=threshold,
+                target_rank=target,
+                baseline=baseline,
+                opens_at=now,
+                closes_at=closes_at,
+                liquidity=s.market_liquidity,
+            )
+            create(
+                spec,
+                outcomes.Definition(
+                    type_, a.wallet, b.wallet if b else None, tf, threshold, target, baseline
+                ),
+            )
+        if tf == "daily":
+            _follower_markets(rows, per_type, now, closes_at, create)
+    log.info(
+        "generated created=%d duplicates=%d refused=%d",
+        report.created,
+        report.duplicates,
+        report.refused,
+    )
+    return report
+
+
+def _follower_markets(
+    rows: list[Row],
+    per_type: int,
+    now: dt.datetime,
+    closes_at: dt.datetime,
+    create: Callable[[MarketSpec, outcomes.Definition], None],
+) -> None:
+    s = get_settings()
+    with_handles = [r for r in rows if r.x_handle]
+    cached = _follower_baselines(
+        [r.x_handle or "" for r in with_handles],
+        dt.timedelta(minutes=s.follower_cache_max_age_minutes),
+    )
+    made = 0
+    for a in with_handles:
+        if made >= per_type:
+            break
+        entry = cached.get((a.x_handle or "").lower())
+        if entry is None:
+            continue
+        followers, fetched_at = entry
+        threshold = Decimal(max(10, followers // 1000))
+        baseline = {
+            "a": {"kol_id": a.kol_id, "followers": followers, "fetched_at": fetched_at},
+            "source": {"follower_cache": a.x_handle},
+        }
+        key = f"follower_growth::{a.wallet}::{threshold}"
+        spec = MarketSpec(
+            type="follower_growth",
+            title=f"Will @{a.x_handle} gain {threshold}+ X followers?",
+            question_key=key,
+            kol_a_id=a.kol_id,
+            kol_b_id=None,
+            timeframe=None,
+            threshold=threshold,
+            target_rank=None,
+            baseline=baseline,
+            opens_at=now,
+            closes_at=closes_at,
+            liquidity=s.market_liquidity,
+        )
+        create(
+            spec,
+            outcomes.Definition("follower_growth", a.wallet, None, None, threshold, None, baseline),
+        )
+        made += 1

@@ -1,0 +1,606 @@
+"""The resolver: decides due markets from fresh evidence, or cancels and refunds them.
+
+A sweep leases due markets (`FOR UPDATE SKIP LOCKED`, so overlapping sweeps take disjoint sets),
+gathers evidence once per pass (one usable snapshot per market, at most one on-demand scrape per
+timeframe, one batched X API lookup), and then handles every market inside its own error
+boundary. The rules (PRODUCT.md section 3):
+
+- never NO by default: only `outcomes.decide` produces an outcome, from usable evidence;
+- transient failures (scrape failed, X API down, stale or missing data) defer the market until
+  the grace period after its close runs out, then cancel it; permanent ones cancel at once;
+- a settlement that fails is rolled back and the market cancelled and refunded in a fresh
+  transaction; if even that fails the market stays OPEN, flagged for attention;
+- every attempt is recorded with the evidence it used.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from db.engine import read_session, transaction
+from db.models import ResolutionAttempt
+from services import followers, outcomes, scraper, settlement
+from services.errors import ErrorCode, ServiceError
+from services.outcomes import Definition, Evidence, KolStats, Outcome, Snapshot, Undecided
+
+log = logging.getLogger("kolops.resolver")
+
+ACTOR = "resolver"
+CLAIM_S = 300
+TRANSIENT = frozenset(
+    {
+        ErrorCode.SCRAPE_FAILED,
+        ErrorCode.STALE_SCRAPE_DATA,
+        ErrorCode.X_API_UNAVAILABLE,
+        ErrorCode.STALE_FOLLOWER_DATA,
+        ErrorCode.MISSING_KOL_DATA,
+        ErrorCode.INTERNAL_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True)
+class DueMarket:
+    id: int
+    definition: Definition
+    x_handle: str | None
+    opens_at: dt.datetime
+    closes_at: dt.datetime
+
+
+@dataclass
+class SweepReport:
+    claimed: int = 0
+    resolved_yes: int = 0
+    resolved_no: int = 0
+    cancelled: int = 0
+    deferred: int = 0
+    errors: int = 0
+    already_final: int = 0
+    scrapes: dict[str, int] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v}
+
+
+@dataclass
+class _Pass:
+    """Evidence gathered once per pass, shared by every market that needs it."""
+
+    now: dt.datetime
+    lag: dt.timedelta
+    grace: dt.timedelta
+    max_age: dt.timedelta
+    trigger: str
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)
+    runs: dict[str, list[tuple[int, dt.datetime]]] = field(default_factory=dict)
+    scraped: dict[str, scraper.ScrapeResult] = field(default_factory=dict)
+    readings: dict[str, followers.FollowerReading | Exception] = field(default_factory=dict)
+
+
+# -- claiming -------------------------------------------------------------------------------------
+
+_DUE_COLUMNS = """
+    m.id, m.type, m.timeframe, m.threshold, m.target_rank, m.baseline, m.opens_at, m.closes_at,
+    a.wallet AS wallet_a, b.wallet AS wallet_b, a.x_handle
+"""
+
+
+def _claim(
+    limit: int, claimer: str, market_ids: list[int] | None = None, skip: Iterable[int] = ()
+) -> list[DueMarket]:
+    """Lease up to `limit` due OPEN markets no live lease holds (except those in `skip`, already
+    handled in this pass); committed at once."""
+    where = "m.status = 'OPEN' AND m.closes_at <= now() AND NOT (m.id = ANY(:skip))"
+    params: dict[str, Any] = {
+        "limit": limit,
+        "claimer": claimer,
+        "lease": CLAIM_S,
+        "skip": list(skip),
+    }
+    if market_ids is not None:
+        where += " AND m.id = ANY(:ids)"
+        params["ids"] = market_ids
+    else:
+        where += " AND (m.claim_expires_at IS NULL OR m.claim_expires_at < now())"
+    with transaction() as session:
+        rows = (
+            session.execute(
+                text(
+                    f"""
+                WITH picked AS (
+                    SELECT m.id FROM markets m WHERE {where}
+                    ORDER BY m.closes_at, m.id LIMIT :limit
+                    FOR UPDATE SKIP LOCKED)
+                UPDATE markets m SET claimed_by = :claimer,
+                       claim_expires_at = now() + make_interval(secs => :lease)
+                FROM picked WHERE m.id = picked.id
+                RETURNING m.id
+                """
+                ),
+                params,
+            )
+            .scalars()
+            .all()
+        )
+        if not rows:
+            return []
+        details = (
+            session.execute(
+                text(
+                    f"SELECT {_DUE_COLUMNS} FROM markets m JOIN kols a ON a.id = m.kol_a_id"
+                    " LEFT JOIN kols b ON b.id = m.kol_b_id"
+                    " WHERE m.id = ANY(:ids) ORDER BY m.closes_at"
+                ),
+                {"ids": list(rows)},
+            )
+            .mappings()
+            .all()
+        )
+    return [
+        DueMarket(
+            id=r["id"],
+            definition=Definition(
+                type=r["type"],
+                kol_a=r["wallet_a"],
+                kol_b=r["wallet_b"],
+                timeframe=r["timeframe"],
+                threshold=r["threshold"],
+                target_rank=r["target_rank"],
+                baseline=r["baseline"] or {},
+            ),
+            x_handle=r["x_handle"],
+            opens_at=r["opens_at"],
+            closes_at=r["closes_at"],
+        )
+        for r in details
+    ]
+
+
+def _release(market_id: int) -> None:
+    with transaction() as session:
+        session.execute(
+            text(
+                "UPDATE markets SET claimed_by = NULL, claim_expires_at = NULL"
+                " WHERE id = :id AND status = 'OPEN'"
+            ),
+            {"id": market_id},
+        )
+
+
+# -- evidence -------------------------------------------------------------------------------------
+
+
+def _runs(session: Session, timeframe: str) -> list[tuple[int, dt.datetime]]:
+    """Usable runs of a timeframe: succeeded (fully or partly), not quarantined."""
+    return [
+        (r.id, r.snapshot_at)
+        for r in session.execute(
+            text(
+                "SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf"
+                " AND status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"
+                " AND snapshot_at IS NOT NULL AND snapshot_at > now() - interval '40 days'"
+                " ORDER BY snapshot_at"
+            ),
+            {"tf": timeframe},
+        )
+    ]
+
+
+def _snapshot(session: Session, run_id: int) -> Snapshot:
+    rows = session.execute(
+        text(
+            "SELECT wallet, rank, wins, losses, sol_gain, usd_gain FROM scraped_kols"
+            " WHERE run_id = :id"
+        ),
+        {"id": run_id},
+    )
+    return Snapshot(
+        {r.wallet: KolStats(r.rank, r.wins, r.losses, r.sol_gain, r.usd_gain) for r in rows}
+    )
+
+
+def _pick_run(p: _Pass, m: DueMarket) -> tuple[int, dt.datetime] | None:
+    """The earliest usable snapshot taken within [closes_at, closes_at + lag]."""
+    for run_id, at in p.runs.get(m.definition.timeframe or "", []):
+        if m.closes_at <= at <= m.closes_at + p.lag:
+            return run_id, at
+    return None
+
+
+def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
+    timeframes = {
+        m.definition.timeframe
+        for m in markets
+        if m.definition.type in outcomes.LEADERBOARD_TYPES and m.definition.timeframe
+    }
+    with read_session() as session:
+        p.runs = {tf: _runs(session, tf) for tf in timeframes if tf}
+    # One on-demand scrape per timeframe per pass, only when it can still help some market.
+    for tf in sorted(t for t in timeframes if t):
+        needy = [
+            m
+            for m in markets
+            if m.definition.timeframe == tf
+            and m.definition.type in outcomes.LEADERBOARD_TYPES
+            and not _pick_run(p, m)
+            and p.now <= m.closes_at + p.lag
+        ]
+        if not needy:
+            continue
+        result = scraper.scrape_leaderboard(tf, trigger="ON_DEMAND")
+        p.scraped[tf] = result
+        log.info("on-demand scrape timeframe=%s run=%s status=%s", tf, result.run_id, result.status)
+        if result.status in ("SUCCESS", "PARTIAL"):
+            with read_session() as session:
+                p.runs[tf] = _runs(session, tf)
+
+
+def _gather_followers(p: _Pass, markets: list[DueMarket]) -> None:
+    handles = sorted(
+        {
+            m.x_handle.lower()
+            for m in markets
+            if m.definition.type == "follower_growth" and m.x_handle
+        }
+    )
+    if not handles:
+        return
+    try:
+        results = followers.fetch_followers(handles)
+    except Exception as exc:  # the whole lookup failed: every handle shares the failure
+        results = dict.fromkeys(handles, exc)
+    p.readings = {h.lower(): r for h, r in results.items()}
+
+
+def _snapshot_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]] | Undecided:
+    picked = _pick_run(p, m)
+    window = [m.closes_at.isoformat(), (m.closes_at + p.lag).isoformat()]
+    if picked is None:
+        scraped = p.scraped.get(m.definition.timeframe or "")
+        if scraped is not None and scraped.status == "FAILED":
+            return Undecided(
+                ErrorCode.SCRAPE_FAILED,
+                f"on-demand scrape run {scraped.run_id} failed: "
+                f"{scraped.error_code} {scraped.error_message or ''}".strip(),
+            )
+        return Undecided(
+            ErrorCode.STALE_SCRAPE_DATA,
+            f"no usable {m.definition.timeframe} snapshot taken within {window}",
+        )
+    run_id, at = picked
+    if run_id not in p.snapshots:
+        with read_session() as session:
+            p.snapshots[run_id] = _snapshot(session, run_id)
+    snap = p.snapshots[run_id]
+
+    def stats(wallet: str | None) -> dict[str, Any] | None:
+        s = snap.rows.get(wallet or "")
+        return (
+            None
+            if s is None
+            else {
+                "rank": s.rank,
+                "wins": s.wins,
+                "losses": s.losses,
+                "sol_gain": str(s.sol_gain),
+                "usd_gain": str(s.usd_gain),
+            }
+        )
+
+    record = {
+        "source": "scrape_run",
+        "run_id": run_id,
+        "snapshot_at": at.isoformat(),
+        "window": window,
+        "snapshot_rows": snap.size,
+        "snapshot_complete": snap.complete,
+        "kol_a": stats(m.definition.kol_a),
+        "kol_b": stats(m.definition.kol_b),
+    }
+    return Evidence(snapshot=snap), record
+
+
+def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]] | Undecided:
+    if not m.x_handle:
+        return Undecided(ErrorCode.MISSING_METADATA, "KOL A has no X handle")
+    handle = m.x_handle.lower()
+    window_end = m.closes_at + p.lag
+    reading = p.readings.get(handle)
+    base = {
+        "handle": handle,
+        "baseline_followers": m.definition.baseline.get("a", {}).get("followers"),
+        "window_end": window_end.isoformat(),
+    }
+    if isinstance(reading, followers.FollowerReading) and reading.fetched_at <= window_end:
+        return Evidence(followers_now=reading.followers), {
+            **base,
+            "source": "x_api",
+            "followers": reading.followers,
+            "fetched_at": reading.fetched_at.isoformat(),
+        }
+    api_error = reading if isinstance(reading, Exception) else None
+    if isinstance(api_error, ServiceError) and api_error.code in (
+        ErrorCode.X_USER_NOT_FOUND,
+        ErrorCode.X_USER_SUSPENDED,
+    ):
+        return Undecided(ErrorCode.MISSING_KOL_DATA, f"X account @{handle}: {api_error.message}")
+    with read_session() as session:
+        cached = followers.cached_reading(session, handle)
+    if cached is not None:
+        fresh = followers.cache_usable(
+            cached.fetched_at,
+            opens_at=m.opens_at,
+            closes_at=m.closes_at,
+            max_age=p.max_age,
+            now=p.now,
+        )
+        if fresh and cached.fetched_at <= window_end:
+            return Evidence(followers_now=cached.followers), {
+                **base,
+                "source": "follower_cache",
+                "followers": cached.followers,
+                "fetched_at": cached.fetched_at.isoformat(),
+                "api_error": str(api_error) if api_error else None,
+            }
+    if api_error is not None:
+        return Undecided(
+            ErrorCode.X_API_UNAVAILABLE,
+            f"X API failed for @{handle} ({api_error}) and no usable cached count",
+        )
+    return Undecided(
+        ErrorCode.STALE_FOLLOWER_DATA, f"no follower count for @{handle} within the allowed window"
+    )
+
+
+# -- one market -----------------------------------------------------------------------------------
+
+
+def _record_attempt(
+    m: DueMarket,
+    p: _Pass,
+    started: dt.datetime,
+    result: str,
+    evidence: dict[str, Any],
+    code: ErrorCode | None = None,
+    detail: str | None = None,
+) -> None:
+    with transaction() as session:
+        session.add(
+            ResolutionAttempt(
+                market_id=m.id,
+                trigger=p.trigger,
+                started_at=started,
+                finished_at=dt.datetime.now(dt.UTC),
+                result=result,
+                error_code=code.value if code else None,
+                error_detail=detail,
+                evidence=evidence,
+            )
+        )
+
+
+def _flag_attention(market_id: int, reason: str) -> None:
+    with transaction() as session:
+        session.execute(
+            text(
+                "UPDATE markets SET needs_attention = true, attention_reason = :r"
+                " WHERE id = :id AND status = 'OPEN'"
+            ),
+            {"id": market_id, "r": reason[:2000]},
+        )
+
+
+def _cancel(
+    m: DueMarket,
+    p: _Pass,
+    started: dt.datetime,
+    code: ErrorCode,
+    detail: str,
+    evidence: dict[str, Any],
+    report: SweepReport,
+) -> None:
+    try:
+        result = settlement.cancel_and_refund(m.id, code, detail, actor=ACTOR)
+    except Exception as exc:
+        _flag_attention(m.id, f"cancel ({code}) failed: {exc}")
+        _record_attempt(
+            m,
+            p,
+            started,
+            "ERROR",
+            evidence,
+            ErrorCode.SETTLEMENT_FAILED,
+            f"cancel and refund failed: {exc}",
+        )
+        report.errors += 1
+        log.error("market=%s cancel failed: %s", m.id, exc)
+        return
+    if result.applied:
+        report.cancelled += 1
+        _record_attempt(m, p, started, "CANCELLED", evidence, code, detail)
+        log.info("market=%s cancelled reason=%s %s", m.id, code, detail)
+    else:
+        report.already_final += 1
+
+
+def _resolve_one(
+    m: DueMarket, p: _Pass, report: SweepReport, settle_fault: Callable[[str], None] | None
+) -> None:
+    started = dt.datetime.now(dt.UTC)
+    past_grace = p.now >= m.closes_at + p.grace
+    if m.definition.type in outcomes.FOLLOWER_TYPES:
+        gathered = _follower_evidence(p, m)
+    elif m.definition.type in outcomes.LEADERBOARD_TYPES:
+        gathered = _snapshot_evidence(p, m)
+    else:
+        gathered = Undecided(ErrorCode.MISSING_METADATA, f"unknown type {m.definition.type!r}")
+    if isinstance(gathered, Undecided):
+        decision: outcomes.Decision = gathered
+        evidence: dict[str, Any] = {}
+    else:
+        decision = outcomes.decide(m.definition, gathered[0])
+        evidence = gathered[1]
+    evidence["decided_at"] = started.isoformat()
+
+    if isinstance(decision, Undecided):
+        # Data that is stale now and can no longer become fresh is a permanent failure.
+        too_late = (
+            decision.code in (ErrorCode.STALE_SCRAPE_DATA, ErrorCode.STALE_FOLLOWER_DATA)
+            and p.now > m.closes_at + p.lag
+        )
+        if decision.code in TRANSIENT and not past_grace and not too_late:
+            _record_attempt(m, p, started, "DEFERRED", evidence, decision.code, decision.detail)
+            _release(m.id)
+            report.deferred += 1
+            return
+        _cancel(m, p, started, decision.code, decision.detail, evidence, report)
+        return
+
+    try:
+        result = settlement.settle(
+            m.id,
+            decision.value,
+            actor=ACTOR,
+            reason=f"resolved {decision.value} from evidence",
+            fault=settle_fault,
+        )
+    except Exception as exc:
+        log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
+        _record_attempt(m, p, started, "ERROR", evidence, ErrorCode.SETTLEMENT_FAILED, str(exc))
+        _cancel(
+            m,
+            p,
+            started,
+            ErrorCode.SETTLEMENT_FAILED,
+            f"settlement failed: {exc}",
+            evidence,
+            report,
+        )
+        return
+    if result.applied:
+        _record_attempt(m, p, started, f"RESOLVED_{decision.value}", evidence)
+        if decision is Outcome.YES:
+            report.resolved_yes += 1
+        else:
+            report.resolved_no += 1
+        log.info("market=%s resolved %s", m.id, decision.value)
+    else:
+        report.already_final += 1
+
+
+# -- entry points ---------------------------------------------------------------------------------
+
+
+def _new_pass(trigger: str) -> _Pass:
+    s = get_settings()
+    with read_session() as session:
+        now = session.execute(text("SELECT now()")).scalar_one()
+    return _Pass(
+        now=now,
+        lag=dt.timedelta(minutes=s.max_scrape_lag_minutes),
+        grace=dt.timedelta(minutes=s.resolution_grace_minutes),
+        max_age=dt.timedelta(minutes=s.follower_cache_max_age_minutes),
+        trigger=trigger,
+    )
+
+
+def _handle(
+    markets: Iterable[DueMarket],
+    p: _Pass,
+    report: SweepReport,
+    settle_fault: Callable[[str], None] | None = None,
+) -> None:
+    for m in markets:
+        try:
+            _resolve_one(m, p, report, settle_fault)
+        except Exception as exc:  # the error boundary: one market never stops the others
+            report.errors += 1
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            log.exception("market=%s resolution error", m.id)
+            try:
+                _record_attempt(
+                    m,
+                    p,
+                    dt.datetime.now(dt.UTC),
+                    "ERROR",
+                    {},
+                    ErrorCode.INTERNAL_ERROR,
+                    detail[:4000],
+                )
+                _release(m.id)
+            except Exception:
+                log.exception("market=%s could not record its failed attempt", m.id)
+
+
+def sweep(
+    *,
+    trigger: str = "schedule",
+    batch_size: int = 500,
+    max_batches: int = 1000,
+    should_stop: Callable[[], bool] | None = None,
+    settle_fault: Callable[[str], None] | None = None,
+) -> SweepReport:
+    """Resolve every due market (in leased batches); safe to run in several processes."""
+    claimer = f"{socket.gethostname()}:{os.getpid()}:{trigger}"
+    report = SweepReport()
+    p = _new_pass(trigger)
+    seen: set[int] = set()
+    for _ in range(max_batches):
+        if should_stop and should_stop():
+            break
+        batch = _claim(batch_size, claimer, skip=seen)
+        if not batch:
+            break
+        seen.update(m.id for m in batch)
+        report.claimed += len(batch)
+        _gather_snapshots(p, batch)
+        _gather_followers(p, batch)
+        _handle(batch, p, report, settle_fault)
+    report.scrapes = {tf: r.run_id for tf, r in p.scraped.items()}
+    return report
+
+
+def retry_now(market_id: int, *, actor: str) -> SweepReport:
+    """Run resolution for one OPEN due market now (the dashboard's "retry resolution")."""
+    p = _new_pass(f"operator:{actor}"[:32])
+    report = SweepReport()
+    markets = _claim(1, f"operator:{actor}", market_ids=[market_id])
+    if not markets:
+        raise ServiceError(
+            ErrorCode.MARKET_NOT_OPEN, f"market {market_id} is not an OPEN market past its close"
+        )
+    report.claimed = 1
+    _gather_snapshots(p, markets)
+    _gather_followers(p, markets)
+    _handle(markets, p, report)
+    return report
+
+
+def attempts(market_id: int) -> list[dict[str, Any]]:
+    """Every resolution attempt of a market with its evidence, newest first."""
+    with read_session() as session:
+        rows = (
+            session.execute(
+                text(
+                    "SELECT started_at, finished_at, trigger, result, error_code, error_detail,"
+                    " evidence FROM resolution_attempts WHERE market_id = :id"
+                    " ORDER BY started_at DESC, id DESC"
+                ),
+                {"id": market_id},
+            )
+            .mappings()
+            .all()
+        )
+        return [dict(r) for r in rows]
