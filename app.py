@@ -43,8 +43,55 @@ else:
             st.Page(
                 "pages/overview.py", title="Overview", icon=":material/monitor_heart:", default=True
             ),
+            st.Page(
+                "pages/markets.py",
+                title="Markets",
+                icon=":material/storefront:",
+                url_path="markets",
+            ),
+            st.Page(
+                "pages/freshness.py",
+                title="Data freshness",
+                icon=":material/schedule:",
+                url_path="freshness",
+            ),
+            st.Page("pages/jobs.py", title="Jobs", icon=":material/event_repeat:", url_path="jobs"),
+        ],
+        "Data": [
+            st.Page(
+                "pages/kol_data.py",
+                title="KOL data",
+                icon=":material/leaderboard:",
+                url_path="kols",
+            ),
+            st.Page(
+                "pages/scrapes.py",
+                title="Scrapes",
+                icon=":material/travel_explore:",
+                url_path="scrapes",
+            ),
+        ],
+        "Money & audit": [
+            st.Page(
+                "pages/ledger.py",
+                title="Ledger & integrity",
+                icon=":material/balance:",
+                url_path="ledger",
+            ),
+            st.Page(
+                "pages/audit.py", title="Audit log", icon=":material/history:", url_path="audit"
+            ),
         ],
     }
+    if principal.can("admin"):
+        pages["Admin"] = [
+            st.Page(
+                "pages/accounts.py",
+                title="Accounts",
+                icon=":material/manage_accounts:",
+                url_path="accounts",
+            )
+        ]
     with st.sidebar:
         st.caption(f"Signed in as **{principal.username}** ({principal.role})")
         st.button("Log out", on_click=logout)

@@ -8,18 +8,8 @@ import streamlit as st
 
 from config import get_settings
 from services.health import market_health
+from pages.ui import age
 from services.jobs import scheduler_state
-
-
-def _age(now: dt.datetime, then: dt.datetime | None) -> str:
-    if then is None:
-        return "never"
-    seconds = int((now - then).total_seconds())
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
 
 
 st.title("Market health")
@@ -50,11 +40,11 @@ def health_panel() -> None:
         if integrity is None:
             st.info("Integrity: not checked yet")
         elif integrity["status"] == "SUCCESS":
-            st.success(f"Integrity clean ({_age(h.now, integrity['started_at'])})")
+            st.success(f"Integrity clean ({age(h.now, integrity['started_at'])})")
         else:
             st.error(f"Integrity: {integrity['error']}")
         for tf, at in h.last_good_scrape.items():
-            st.write(f"Last good {tf} scrape: **{_age(h.now, at)}**")
+            st.write(f"Last good {tf} scrape: **{age(h.now, at)}**")
         for api in h.x_api:
             st.write(
                 f"X API `{api['endpoint']}`: {api['last_status']}, budget "
