@@ -7,10 +7,9 @@ import datetime as dt
 import streamlit as st
 
 from config import get_settings
-from services.health import market_health
 from pages.ui import age
+from services.health import market_health
 from services.jobs import scheduler_state
-
 
 st.title("Market health")
 
