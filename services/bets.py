@@ -104,12 +104,15 @@ _LOCK_MARKET = text(
     " WHERE m.id = :market_id FOR UPDATE OF m"
 )
 
+# A separate statement, so its snapshot is taken once the market lock is held: the position
+# (only ever changed under that lock) is current. The account row is locked with the user so
+# that, after waiting on another bet of the same user, the balance re-read is current too.
 _LOCK_USER = text(
     "SELECT a.id AS account, a.balance, coalesce(p.shares, 0) AS held"
     " FROM users u JOIN accounts a ON a.user_id = u.id"
     " LEFT JOIN positions p"
     "   ON p.user_id = u.id AND p.market_id = :market_id AND p.side = :side"
-    " WHERE u.id = :user_id FOR UPDATE OF u"
+    " WHERE u.id = :user_id FOR UPDATE OF u, a"
 )
 
 _POSITION_BUY = (

@@ -1,0 +1,182 @@
+"""Bets per second through `place_bet` with 1, 4 and 8 concurrent clients (threads), against
+pgbench's TPC-B-like transactions per second at the same client counts on the same server.
+
+Each client is its own user and alternates buying a side and selling back what it bought, on
+markets shared by all clients (so clients queue on the same market row locks, as pgbench's
+clients queue on its one branch row at scale 1). Each level runs for DURATION_S seconds.
+
+    .venv/bin/python bench/bet_throughput.py
+"""
+
+from __future__ import annotations
+
+import _common  # sets sys.path: must come first
+
+# isort: split
+
+import atexit
+import datetime as dt
+import random
+import re
+import subprocess
+import threading
+import time
+from decimal import Decimal
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy import text
+
+from db import embedded
+from db.engine import transaction
+from services import users
+from services.bets import place_bet
+from services.markets import MarketSpec, open_market
+
+CLIENTS = (1, 4, 8)
+MARKETS = 4
+DURATION_S = 6.0
+WARMUP_BETS = 20
+
+
+def setup(clients: int) -> tuple[list[int], list[int]]:
+    with transaction() as s:
+        kol = s.execute(
+            text("INSERT INTO kols (display_name, wallet) VALUES ('K', 'w') RETURNING id")
+        ).scalar_one()
+        now = s.execute(text("SELECT now()")).scalar_one()
+        markets = [
+            open_market(
+                s,
+                MarketSpec(
+                    type="profit_streak",
+                    title=f"bench market {i}",
+                    question_key=f"bench:{i}",
+                    kol_a_id=kol,
+                    kol_b_id=None,
+                    timeframe="daily",
+                    threshold=None,
+                    target_rank=None,
+                    baseline={},
+                    opens_at=now - dt.timedelta(minutes=1),
+                    closes_at=now + dt.timedelta(days=1),
+                    liquidity=Decimal(1_000_000),
+                ),
+                actor="bench",
+            )
+            for i in range(MARKETS)
+        ]
+    user_ids = [
+        users.register(f"bench{i}", Decimal(1_000_000), actor="bench") for i in range(clients)
+    ]
+    return user_ids, markets
+
+
+def client(user_id: int, markets: list[int], seed: int, deadline: float, counts: list[int]) -> None:
+    rng = random.Random(seed)
+    n = 0
+    while time.monotonic() < deadline:
+        market, side = rng.choice(markets), rng.choice(("YES", "NO"))
+        bought = place_bet(
+            user_id=user_id, market_id=market, side=side, action="BUY", amount=Decimal(10)
+        )
+        place_bet(user_id=user_id, market_id=market, side=side, action="SELL", amount=bought.shares)
+        n += 2
+    counts.append(n)
+
+
+def bets_per_second(n_clients: int, user_ids: list[int], markets: list[int]) -> float:
+    for user_id in user_ids[:n_clients]:  # warm the connection pool and caches
+        for _ in range(WARMUP_BETS // 2):
+            bought = place_bet(
+                user_id=user_id, market_id=markets[0], side="YES", action="BUY", amount=Decimal(1)
+            )
+            place_bet(
+                user_id=user_id,
+                market_id=markets[0],
+                side="YES",
+                action="SELL",
+                amount=bought.shares,
+            )
+    counts: list[int] = []
+    started = time.monotonic()
+    deadline = started + DURATION_S
+    threads = [
+        threading.Thread(target=client, args=(user_ids[i], markets, i, deadline, counts))
+        for i in range(n_clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - started)
+
+
+def pgbench_database(url: str) -> dict[str, str]:
+    """A scale-1 pgbench database next to the bench database; dropped at exit."""
+    info = conninfo_to_dict(url)
+    name = f"{info['dbname']}_pgbench"
+    admin = psycopg.conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    atexit.register(drop)
+    args = {"host": embedded.socket_host(url) or str(info.get("host", "")), "dbname": name}
+    if info.get("port"):
+        args["port"] = str(info["port"])
+    if info.get("user"):
+        args["user"] = str(info["user"])
+    pgbench(args, "-i", "-s", "1", "-q")
+    return args
+
+
+def pgbench(args: dict[str, str], *extra: str) -> str:
+    cmd = [str(embedded.bin_dir() / "pgbench"), "-h", args["host"]]
+    if "port" in args:
+        cmd += ["-p", args["port"]]
+    if "user" in args:
+        cmd += ["-U", args["user"]]
+    result = subprocess.run(
+        [*cmd, *extra, args["dbname"]], capture_output=True, text=True, check=True, timeout=300
+    )
+    return result.stdout + result.stderr
+
+
+def pgbench_tps(args: dict[str, str], n_clients: int) -> float:
+    out = pgbench(args, "-c", str(n_clients), "-j", str(n_clients), "-T", str(int(DURATION_S)))
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    if match is None:
+        raise RuntimeError(f"could not read pgbench's tps from:\n{out}")
+    return float(match.group(1))
+
+
+def main() -> None:
+    url = _common.start_database("bet_throughput")
+    user_ids, markets = setup(max(CLIENTS))
+    pg_args = pgbench_database(url)
+    bets = {n: bets_per_second(n, user_ids, markets) for n in CLIENTS}
+    tps = {n: pgbench_tps(pg_args, n) for n in CLIENTS}
+    rows = [
+        (
+            f"{n} client(s)",
+            f"{bets[n]:8.1f} bets/s   pgbench {tps[n]:8.1f} tps   ratio {bets[n] / tps[n]:.2f}",
+        )
+        for n in CLIENTS
+    ]
+    _common.report(
+        f"Bet placement vs pgbench TPC-B (scale 1):"
+        f" {MARKETS} shared markets, {DURATION_S:.0f} s a run",
+        rows,
+        {f"bets_per_s_{n}": bets[n] for n in CLIENTS}
+        | {f"pgbench_tps_{n}": tps[n] for n in CLIENTS}
+        | {f"ratio_{n}": bets[n] / tps[n] for n in CLIENTS},
+    )
+
+
+if __name__ == "__main__":
+    main()
