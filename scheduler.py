@@ -149,15 +149,45 @@ def job_specs() -> dict[str, JobSpec]:
     return {spec.name: spec for spec in specs}
 
 
-def run_job(name: str) -> bool:
-    """Run one job now, recording its run. Never raises: a failing job must not stop the caller."""
+_running: dict[str, threading.Thread] = {}
+
+
+def run_job(name: str, *, timeout_s: float | None = None) -> bool:
+    """Run one job now, recording its run; True when it succeeded. Never raises: a failing job
+    must not stop the scheduler.
+
+    The job runs in a thread of its own and is waited for at most `timeout_s` (JOB_TIMEOUT_S):
+    jobs stop themselves at their deadline, and one that hangs anyway is recorded TIMEOUT and
+    blocks only its own next runs (a Python thread cannot be killed; its transactions keep the
+    database consistent whenever it ends).
+    """
     spec = job_specs()[name]
-    try:
-        with jobs.record_job(name, timeout_s=get_settings().job_timeout_s) as ctx:
-            spec.run(ctx)
-    except Exception:  # recorded and logged by record_job; the scheduler goes on
+    timeout = timeout_s if timeout_s is not None else get_settings().job_timeout_s
+    previous = _running.get(name)
+    if previous is not None and previous.is_alive():
+        jobs.record_skipped(name, "the previous run is still running past its timeout")
         return False
-    return True
+    started: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            with jobs.record_job(name, timeout_s=timeout) as ctx:
+                started["ctx"] = ctx
+                spec.run(ctx)
+            started["ok"] = True
+        except Exception:  # recorded and logged by record_job
+            started["ok"] = False
+
+    thread = threading.Thread(target=target, name=f"job-{name}", daemon=True)
+    _running[name] = thread
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        ctx = started.get("ctx")
+        if ctx is not None:
+            jobs.mark_timed_out(ctx.run_id, timeout)
+        return False
+    return bool(started.get("ok"))
 
 
 class LeaderLock:

@@ -70,10 +70,11 @@ def record_job(name: str, *, timeout_s: float) -> Iterator[JobContext]:
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
         raise
     finally:
+        # Only a RUNNING row is finished: a run already marked TIMEOUT keeps that verdict.
         with transaction() as session:
             session.execute(
                 update(JobRun)
-                .where(JobRun.id == run_id)
+                .where(JobRun.id == run_id, JobRun.status == "RUNNING")
                 .values(finished_at=func.now(), status=status, counts=ctx.counts, error=error)
             )
         took = time.monotonic() - started
@@ -83,6 +84,36 @@ def record_job(name: str, *, timeout_s: float) -> Iterator[JobContext]:
             log.error("%s error=%s", line, error)
         else:
             log.info(line)
+
+
+def mark_timed_out(run_id: int, timeout_s: float) -> None:
+    with transaction() as session:
+        session.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, JobRun.status == "RUNNING")
+            .values(
+                finished_at=func.now(),
+                status="TIMEOUT",
+                error=f"still running after {timeout_s:.0f}s",
+            )
+        )
+    log.error("job run=%s TIMEOUT after %.0fs", run_id, timeout_s)
+
+
+def record_skipped(name: str, reason: str) -> None:
+    """A run that did not start (its previous run hangs): recorded FAILED so it shows."""
+    with transaction() as session:
+        session.execute(
+            insert(JobRun).values(
+                job=name,
+                host=HOST,
+                pid=os.getpid(),
+                finished_at=func.now(),
+                status="FAILED",
+                error=reason,
+            )
+        )
+    log.error("job=%s skipped: %s", name, reason)
 
 
 def heartbeat(instance_id: str, *, is_leader: bool, started_at: dt.datetime) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -89,3 +91,41 @@ def db(database_url: str) -> Iterator[str]:
     reset_database(database_url)
     yield database_url
     dispose_engine()
+
+
+@dataclass
+class Standins:
+    kolscan: Any  # standins.kolscan_standin.KolscanStandin
+    x: Any  # standins.xapi_standin.XApiStandin
+    env: dict[str, str]
+
+
+STANDIN_BUCKET = 4242
+
+
+@pytest.fixture()
+def standins(db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Standins]:
+    """Both stand-ins on 127.0.0.1, configured through the environment (subprocesses included),
+    with short timeouts so failure paths are quick. The leaderboard is pinned to one bucket."""
+    from standins.kolscan_standin import KolscanStandin
+    from standins.xapi_standin import XApiStandin
+
+    with (
+        KolscanStandin(bucket=STANDIN_BUCKET, first_ms=30, batch_ms=10) as site,
+        XApiStandin(token="test-standin-token") as x,
+    ):
+        env = {
+            "KOLSCAN_BASE_URL": site.base_url,
+            "X_API_BASE_URL": x.base_url,
+            "X_API_BEARER_TOKEN": x.token,
+            "X_API_MAX_RETRIES": "1",
+            "X_API_MAX_WAIT_S": "1",
+            "X_API_READ_TIMEOUT_S": "1",
+            "SCRAPE_TIMEOUT_S": "8",
+            "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        }
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        yield Standins(site, x, env)
+    get_settings.cache_clear()

@@ -5,7 +5,6 @@ back (no money is touched that way)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -14,7 +13,6 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from config import get_settings
 from db.engine import transaction
 from services import bets, resolver, users
 from services.errors import ErrorCode
@@ -22,8 +20,7 @@ from services.integrity import check_integrity
 from services.markets import MarketSpec, open_market
 from standins.kolscan_standin import KolscanStandin, StandinRow
 from standins.xapi_standin import XApiStandin
-
-BUCKET = 4242
+from tests.conftest import Standins
 
 
 @dataclass
@@ -35,45 +32,60 @@ class Sources:
 
 
 @pytest.fixture()
-def sources(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sources]:
-    with KolscanStandin(bucket=BUCKET, first_ms=30, batch_ms=10) as site, \
-            XApiStandin(token="resolver-test-token") as x:
-        for key, value in {
-            "KOLSCAN_BASE_URL": site.base_url, "X_API_BASE_URL": x.base_url,
-            "X_API_BEARER_TOKEN": x.token, "X_API_MAX_RETRIES": "1", "X_API_MAX_WAIT_S": "1",
-            "X_API_READ_TIMEOUT_S": "1", "SCRAPE_TIMEOUT_S": "8",
-            "ARTIFACTS_DIR": str(get_settings().artifacts_dir.parent / "test-artifacts"),
-        }.items():
-            monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        rows = site.expected_rows("daily")
-        kol_ids: dict[str, int] = {}
-        with psycopg.connect(db) as conn:
-            for r in rows:
-                row = conn.execute(
-                    "INSERT INTO kols (display_name, wallet, x_handle) VALUES (%s, %s, %s)"
-                    " RETURNING id", (r.username, r.wallet, r.x_handle)).fetchone()
-                assert row
-                kol_ids[r.wallet] = row[0]
-        with transaction() as s:
-            users.fund_house(s, Decimal("100000"), key="house", actor="test")
-        yield Sources(site, x, rows, kol_ids)
-    get_settings.cache_clear()
-
-
-def _market(src: Sources, type_: str, a: StandinRow, *, b: StandinRow | None = None,
-            threshold: Decimal | None = None, target: int | None = None,
-            baseline: dict[str, Any] | None = None, timeframe: str | None = "daily") -> int:
-    now = dt.datetime.now(dt.UTC)
-    base = baseline if baseline is not None else {
-        "a": {"rank": 1, "wins": a.wins, "losses": a.losses, "followers": 1000}}
+def sources(db: str, standins: Standins) -> Sources:
+    """The stand-ins, the daily leaderboard's KOLs in the database, and house capital."""
+    rows = standins.kolscan.expected_rows("daily")
+    kol_ids: dict[str, int] = {}
+    with psycopg.connect(db) as conn:
+        for r in rows:
+            row = conn.execute(
+                "INSERT INTO kols (display_name, wallet, x_handle) VALUES (%s, %s, %s)"
+                " RETURNING id",
+                (r.username, r.wallet, r.x_handle),
+            ).fetchone()
+            assert row
+            kol_ids[r.wallet] = row[0]
     with transaction() as s:
-        return open_market(s, MarketSpec(
-            type=type_, title=f"{type_} {a.username}", question_key=f"{type_}:{a.wallet}:{now}",
-            kol_a_id=src.kol_ids[a.wallet], kol_b_id=src.kol_ids[b.wallet] if b else None,
-            timeframe=timeframe, threshold=threshold, target_rank=target, baseline=base,
-            opens_at=now, closes_at=now + dt.timedelta(hours=1), liquidity=Decimal("100")),
-            actor="test")
+        users.fund_house(s, Decimal("100000"), key="house", actor="test")
+    return Sources(standins.kolscan, standins.x, rows, kol_ids)
+
+
+def _market(
+    src: Sources,
+    type_: str,
+    a: StandinRow,
+    *,
+    b: StandinRow | None = None,
+    threshold: Decimal | None = None,
+    target: int | None = None,
+    baseline: dict[str, Any] | None = None,
+    timeframe: str | None = "daily",
+) -> int:
+    now = dt.datetime.now(dt.UTC)
+    base = (
+        baseline
+        if baseline is not None
+        else {"a": {"rank": 1, "wins": a.wins, "losses": a.losses, "followers": 1000}}
+    )
+    with transaction() as s:
+        return open_market(
+            s,
+            MarketSpec(
+                type=type_,
+                title=f"{type_} {a.username}",
+                question_key=f"{type_}:{a.wallet}:{now}",
+                kol_a_id=src.kol_ids[a.wallet],
+                kol_b_id=src.kol_ids[b.wallet] if b else None,
+                timeframe=timeframe,
+                threshold=threshold,
+                target_rank=target,
+                baseline=base,
+                opens_at=now,
+                closes_at=now + dt.timedelta(hours=1),
+                liquidity=Decimal("100"),
+            ),
+            actor="test",
+        )
 
 
 def _close(db: str, market_id: int, minutes_ago: float) -> None:
@@ -82,28 +94,42 @@ def _close(db: str, market_id: int, minutes_ago: float) -> None:
         conn.execute(
             "UPDATE markets SET closes_at = now() - make_interval(secs => %s),"
             " opens_at = now() - make_interval(secs => %s) WHERE id = %s",
-            (minutes_ago * 60, minutes_ago * 60 + 3600, market_id))
+            (minutes_ago * 60, minutes_ago * 60 + 3600, market_id),
+        )
 
 
 def _state(market_id: int) -> dict[str, Any]:
     with transaction() as s:
-        row = s.execute(text("SELECT status, outcome, cancel_reason, needs_attention"
-                             " FROM markets WHERE id = :id"), {"id": market_id}).one()
+        row = s.execute(
+            text(
+                "SELECT status, outcome, cancel_reason, needs_attention FROM markets WHERE id = :id"
+            ),
+            {"id": market_id},
+        ).one()
         return dict(row._mapping)
 
 
 def _scrape_runs(db: str) -> list[tuple[str, str, str]]:
     with psycopg.connect(db) as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-            "SELECT timeframe, trigger, status FROM scrape_runs ORDER BY id").fetchall()]
+        return [
+            tuple(r)
+            for r in conn.execute(  # type: ignore[misc]
+                "SELECT timeframe, trigger, status FROM scrape_runs ORDER BY id"
+            ).fetchall()
+        ]
 
 
 def _bettors(market_id: int, n: int = 2) -> list[int]:
     ids = []
     for i in range(n):
         uid = users.register(f"u{market_id}_{i}", Decimal("100"), actor="test")
-        bets.place_bet(user_id=uid, market_id=market_id, side="YES" if i % 2 == 0 else "NO",
-                       action="BUY", amount=Decimal("10"))
+        bets.place_bet(
+            user_id=uid,
+            market_id=market_id,
+            side="YES" if i % 2 == 0 else "NO",
+            action="BUY",
+            amount=Decimal("10"),
+        )
         ids.append(uid)
     return ids
 
@@ -155,16 +181,21 @@ def test_scrape_failure_defers_within_grace_then_a_later_pass_resolves(
     sources.kolscan.set_variant("error")
     report = resolver.sweep()
     assert report.deferred == 1
-    assert _state(m) == {"status": "OPEN", "outcome": None, "cancel_reason": None,
-                         "needs_attention": False}
+    assert _state(m) == {
+        "status": "OPEN",
+        "outcome": None,
+        "cancel_reason": None,
+        "needs_attention": False,
+    }
     assert resolver.attempts(m)[0]["error_code"] == "SCRAPE_FAILED"
     sources.kolscan.set_variant("normal")
     assert resolver.sweep().resolved_yes == 1
     assert _state(m)["outcome"] == "YES"
 
 
-@pytest.mark.parametrize(("variant", "code"), [("error", "SCRAPE_FAILED"),
-                                               ("layout_changed", "SCRAPE_FAILED")])
+@pytest.mark.parametrize(
+    ("variant", "code"), [("error", "SCRAPE_FAILED"), ("layout_changed", "SCRAPE_FAILED")]
+)
 def test_failed_scrape_past_grace_cancels_and_refunds(
     db: str, sources: Sources, variant: str, code: str
 ) -> None:
@@ -183,11 +214,26 @@ def test_failed_scrape_past_grace_cancels_and_refunds(
 
 def test_kol_missing_from_the_snapshot_defers_then_cancels(db: str, sources: Sources) -> None:
     with psycopg.connect(db) as conn:
-        ghost = conn.execute("INSERT INTO kols (display_name, wallet) VALUES ('Ghost',"
-                             " 'GhostWa11etGhostWa11etGhostWa11et') RETURNING id").fetchone()
+        ghost = conn.execute(
+            "INSERT INTO kols (display_name, wallet) VALUES ('Ghost',"
+            " 'GhostWa11etGhostWa11etGhostWa11et') RETURNING id"
+        ).fetchone()
     assert ghost
-    ghost_row = StandinRow("Ghost", "GhostWa11etGhostWa11etGhostWa11et", (), "", "", "", True,
-                           "Ghost", None, 0, 0, Decimal(0), Decimal(0))
+    ghost_row = StandinRow(
+        "Ghost",
+        "GhostWa11etGhostWa11etGhostWa11et",
+        (),
+        "",
+        "",
+        "",
+        True,
+        "Ghost",
+        None,
+        0,
+        0,
+        Decimal(0),
+        Decimal(0),
+    )
     sources.kol_ids[ghost_row.wallet] = ghost[0]
     m = _market(sources, "profit_streak", ghost_row)
     _close(db, m, 1)
@@ -214,8 +260,10 @@ def test_a_quarantined_run_is_never_used(db: str, sources: Sources) -> None:
     _close(db, m, 45)
     run = scraper.scrape_leaderboard("daily", trigger="MANUAL")
     with psycopg.connect(db) as conn:
-        conn.execute("UPDATE scrape_runs SET quarantined = true, quarantine_reason = 'bad'"
-                     " WHERE id = %s", (run.run_id,))
+        conn.execute(
+            "UPDATE scrape_runs SET quarantined = true, quarantine_reason = 'bad' WHERE id = %s",
+            (run.run_id,),
+        )
     sources.kolscan.set_variant("error")
     assert resolver.sweep().cancelled == 1
     assert _state(m)["cancel_reason"] == "SCRAPE_FAILED"
@@ -224,8 +272,14 @@ def test_a_quarantined_run_is_never_used(db: str, sources: Sources) -> None:
 def _follower_market(db: str, sources: Sources, baseline: int, threshold: int) -> tuple[int, str]:
     row = next(r for r in sources.rows if r.x_handle)
     assert row.x_handle
-    m = _market(sources, "follower_growth", row, threshold=Decimal(threshold), timeframe=None,
-                baseline={"a": {"followers": baseline}})
+    m = _market(
+        sources,
+        "follower_growth",
+        row,
+        threshold=Decimal(threshold),
+        timeframe=None,
+        baseline={"a": {"followers": baseline}},
+    )
     return m, row.x_handle
 
 
@@ -235,7 +289,8 @@ def _cache(db: str, handle: str, followers: int, fetched_sql: str) -> None:
             "INSERT INTO follower_cache (handle, followers, fetched_at) VALUES"
             f" (%s, %s, {fetched_sql}) ON CONFLICT (handle) DO UPDATE SET"
             " followers = excluded.followers, fetched_at = excluded.fetched_at",
-            (handle.lower(), followers))
+            (handle.lower(), followers),
+        )
 
 
 def test_follower_market_resolves_from_the_x_api(db: str, sources: Sources) -> None:
