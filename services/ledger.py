@@ -184,10 +184,27 @@ def add_entries(session: Session, transaction_id: int, postings: Iterable[Postin
         session.execute(insert(LedgerEntry), rows)
 
 
-def finish(session: Session, transaction_id: int) -> None:
-    """Verify the transaction sums to zero and apply it to the account balances.
+_APPLY_FROM_ENTRIES = """
+    UPDATE accounts a SET balance = a.balance + e.delta
+    FROM (SELECT account_id, sum(amount) AS delta FROM ledger_entries
+          WHERE transaction_id = :id GROUP BY account_id) e
+    WHERE a.id = e.account_id"""
 
-    Raises LedgerError (the caller's database transaction must then roll back: nothing is kept).
+
+def _as_ledger_error(exc: IntegrityError) -> LedgerError:
+    if isinstance(exc.orig, pg_errors.CheckViolation):
+        return LedgerError(
+            ErrorCode.INSUFFICIENT_BALANCE,
+            "this transaction would make a user balance or a market escrow negative",
+        )
+    raise exc
+
+
+def finish(session: Session, transaction_id: int) -> None:
+    """Verify a transaction written with `begin`/`add_entries` (or set-based SQL) sums to zero,
+    and apply it to the account balances.
+
+    Raises LedgerError; the caller's database transaction must then roll back (nothing is kept).
     """
     count, total = session.execute(
         text(
@@ -204,23 +221,9 @@ def finish(session: Session, transaction_id: int) -> None:
             total=str(total),
         )
     try:
-        with session.begin_nested():
-            session.execute(
-                text(
-                    "UPDATE accounts a SET balance = a.balance + e.delta"
-                    " FROM (SELECT account_id, sum(amount) AS delta FROM ledger_entries"
-                    "       WHERE transaction_id = :id GROUP BY account_id) e"
-                    " WHERE a.id = e.account_id"
-                ),
-                {"id": transaction_id},
-            )
+        session.execute(text(_APPLY_FROM_ENTRIES), {"id": transaction_id})
     except IntegrityError as exc:
-        if isinstance(exc.orig, pg_errors.CheckViolation):
-            raise LedgerError(
-                ErrorCode.INSUFFICIENT_BALANCE,
-                "this transaction would make a user balance or a market escrow negative",
-            ) from None
-        raise
+        raise _as_ledger_error(exc) from None
 
 
 def post(
@@ -235,26 +238,62 @@ def post(
     memo: str | None = None,
     reverses_transaction_id: int | None = None,
 ) -> int:
-    """Post one balanced transaction; returns its id. Refuses (writes nothing) otherwise."""
+    """Post one balanced transaction; returns its id. Refuses (writes nothing) otherwise.
+
+    The balance is checked here, so header, entries and balances go in one statement: one round
+    trip on the hot path of every bet.
+    """
     amounts = [money(p.amount) for p in postings]
     if len(amounts) < 2 or sum(amounts, Decimal(0)) != 0:
         raise LedgerError(
             ErrorCode.UNBALANCED_TRANSACTION,
             f"entries must be 2 or more and sum to zero, got {[str(a) for a in amounts]}",
         )
-    tx_id = begin(
-        session,
-        key=key,
-        kind=kind,
-        actor=actor,
-        market_id=market_id,
-        bet_id=bet_id,
-        memo=memo,
-        reverses_transaction_id=reverses_transaction_id,
-    )
-    add_entries(session, tx_id, postings)
-    finish(session, tx_id)
-    return tx_id
+    if any(a == 0 for a in amounts):
+        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a ledger entry cannot be zero")
+    if not key:
+        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
+    params: dict[str, object] = {
+        "key": key,
+        "kind": kind,
+        "market_id": market_id,
+        "bet_id": bet_id,
+        "actor": actor,
+        "memo": memo,
+        "rev": reverses_transaction_id,
+    }
+    values = []
+    for i, (p, amount) in enumerate(zip(postings, amounts, strict=True)):
+        values.append(f"(CAST(:a{i} AS bigint), CAST(:m{i} AS numeric), CAST(:r{i} AS bigint))")
+        params.update({f"a{i}": p.account_id, f"m{i}": amount, f"r{i}": p.reverses_entry_id})
+    statement = f"""
+        WITH t AS (
+            INSERT INTO ledger_transactions
+                (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)
+            VALUES (:key, :kind, :market_id, :bet_id, :actor, :memo, :rev)
+            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),
+        v (account_id, amount, reverses_entry_id) AS (VALUES {", ".join(values)}),
+        e AS (
+            INSERT INTO ledger_entries (transaction_id, account_id, amount, reverses_entry_id)
+            SELECT t.id, v.account_id, v.amount, v.reverses_entry_id FROM t CROSS JOIN v
+            RETURNING account_id, amount),
+        u AS (
+            UPDATE accounts a SET balance = a.balance + d.delta
+            FROM (SELECT account_id, sum(amount) AS delta FROM e GROUP BY account_id) d
+            WHERE a.id = d.account_id RETURNING a.id)
+        SELECT t.id, (SELECT count(*) FROM u) FROM t"""
+    try:
+        row = session.execute(text(statement), params).first()
+    except IntegrityError as exc:
+        raise _as_ledger_error(exc) from None
+    if row is None:
+        existing = session.scalar(
+            select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)
+        )
+        raise DuplicateTransaction(key, existing or 0)
+    if row[1] != len({p.account_id for p in postings}):
+        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a posting names an unknown account")
+    return int(row[0])
 
 
 def transfer(
