@@ -1,0 +1,148 @@
+"""The resolver at scale and in several processes, and the market generator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from db.engine import dispose_engine, transaction
+from services import bets, followers, generator, outcomes, scraper, users
+from services.integrity import check_integrity
+from services.markets import MarketSpec, open_market
+from tests.conftest import Standins
+
+
+def _sweep_in_process(url: str, env: dict[str, str], out: mp.Queue) -> None:  # type: ignore[type-arg]
+    import os
+
+    os.environ.update(env)
+    os.environ["DATABASE_URL"] = url
+    from config import get_settings
+    from services import resolver
+
+    get_settings.cache_clear()
+    report = resolver.sweep(batch_size=100)
+    out.put(report.counts())
+
+
+def _due_markets(db: str, n: int) -> list[int]:
+    """`n` markets that closed just before the (only) scrape's snapshot, some with bets."""
+    run = scraper.scrape_leaderboard("daily", trigger="MANUAL")
+    assert run.status == "SUCCESS"
+    with psycopg.connect(db) as conn:
+        kol_ids = [k for (k,) in conn.execute("SELECT id FROM kols ORDER BY id LIMIT 20")]
+    with transaction() as s:
+        users.fund_house(s, Decimal("10000000"), key="house", actor="test")
+    uids = [users.register(f"sc{i}", Decimal("10000"), actor="test") for i in range(8)]
+    now = dt.datetime.now(dt.UTC)
+    ids: list[int] = []
+    with transaction() as s:
+        for i in range(n):
+            ids.append(
+                open_market(
+                    s,
+                    MarketSpec(
+                        type="sol_gain_threshold",
+                        title=f"m{i}",
+                        question_key=f"scale:{i}",
+                        kol_a_id=kol_ids[i % len(kol_ids)],
+                        kol_b_id=None,
+                        timeframe="daily",
+                        threshold=Decimal(i % 9 - 4),
+                        target_rank=None,
+                        baseline={"a": {"rank": 1}},
+                        opens_at=now - dt.timedelta(hours=1),
+                        closes_at=now + dt.timedelta(hours=1),
+                        liquidity=Decimal("50"),
+                    ),
+                    actor="test",
+                )
+            )
+    for i, market_id in enumerate(ids[::5]):
+        bets.place_bet(
+            user_id=uids[i % 8],
+            market_id=market_id,
+            side="YES" if i % 2 else "NO",
+            action="BUY",
+            amount=Decimal("4"),
+        )
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE markets SET closes_at = %s - interval '1 second'", (run.snapshot_at,))
+    return ids
+
+
+@pytest.mark.slow
+def test_three_processes_sweeping_2000_markets_settle_each_exactly_once(
+    db: str, standins: Standins
+) -> None:
+    ids = _due_markets(db, 2000)
+    dispose_engine()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_sweep_in_process, args=(db, standins.env, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    reports = [out.get(timeout=5) for _ in procs]
+    handled = sum(
+        r.get("resolved_yes", 0) + r.get("resolved_no", 0) + r.get("cancelled", 0) for r in reports
+    )
+    assert handled == len(ids), reports
+    assert sum(1 for r in reports if r.get("claimed")) >= 2, "the work was not shared"
+    with psycopg.connect(db) as conn:
+        open_left = conn.execute("SELECT count(*) FROM markets WHERE status = 'OPEN'").fetchone()
+        per_market = conn.execute(
+            "SELECT market_id, count(*) FROM settlements GROUP BY market_id HAVING count(*) <> 1"
+        ).fetchall()
+        settled = conn.execute("SELECT count(DISTINCT market_id) FROM settlements").fetchone()
+        scrapes = conn.execute("SELECT count(*) FROM scrape_runs").fetchone()
+    assert open_left == (0,) and per_market == [] and settled == (len(ids),)
+    assert scrapes == (1,), "no on-demand scrape was needed: the snapshot was usable"
+    assert check_integrity().ok
+
+
+def test_generator_opens_all_twelve_types_once(db: str, standins: Standins) -> None:
+    scraper.scrape_leaderboard("daily", trigger="MANUAL")
+    scraper.scrape_leaderboard("weekly", trigger="MANUAL")
+    with psycopg.connect(db) as conn:
+        handles = [h for (h,) in conn.execute("SELECT x_handle FROM kols WHERE x_handle <> ''")]
+    followers.fetch_followers(handles)
+    with transaction() as s:
+        users.fund_house(s, Decimal("1000000"), key="house", actor="test")
+
+    first = generator.generate(per_type=1)
+    assert set(first.by_type) == outcomes.ALL_TYPES
+    assert first.refused == 0 and first.duplicates == 0
+    second = generator.generate(per_type=1)
+    assert second.created == 0 and second.duplicates == first.created
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT type, kol_b_id, timeframe, threshold, target_rank, baseline FROM markets"
+        ).fetchall()
+    for type_, kol_b, timeframe, threshold, target, baseline in rows:
+        assert baseline.get("a"), type_
+        definition = outcomes.Definition(
+            type_, "A", "B" if kol_b else None, timeframe, threshold, target, baseline
+        )
+        assert outcomes.definition_problems(definition) == [], (type_, baseline)
+    assert check_integrity().ok
+
+
+def test_generator_refuses_invalid_definitions(db: str, standins: Standins) -> None:
+    run = scraper.scrape_leaderboard("daily", trigger="MANUAL")
+    with psycopg.connect(db) as conn:  # every KOL without trades: no win-rate baseline exists
+        conn.execute(
+            "UPDATE scraped_kols SET wins = 0, losses = 0 WHERE run_id = %s", (run.run_id,)
+        )
+    with transaction() as s:
+        users.fund_house(s, Decimal("1000000"), key="house", actor="test")
+    report = generator.generate(per_type=1)
+    assert "streak_continuation" not in report.by_type
+    assert "wl_ratio_maintain" not in report.by_type
+    assert report.created > 0
