@@ -49,14 +49,14 @@ MAX_SCROLL_ROUNDS = 200
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 ROW_COUNT_JS = "(selector) => document.querySelectorAll(selector).length"
-# Polled each animation frame: scroll to the bottom until the row count passes `seen`, then
-# return the new count. One round trip per batch, however long the batch takes to arrive.
+# Polled each animation frame: bring the last row into view (whatever element scrolls: the
+# window or an inner container), and return the row count once it passes `seen`. Scrolling
+# before checking asks for the next batch while Python is still handling this one.
 SCROLL_FOR_MORE_JS = """
 ([selector, seen]) => {
-  const count = document.querySelectorAll(selector).length;
-  if (count > seen) return count;
-  window.scrollTo(0, document.documentElement.scrollHeight);
-  return false;
+  const rows = document.querySelectorAll(selector);
+  if (rows.length) rows[rows.length - 1].scrollIntoView({ block: "end" });
+  return rows.length > seen ? rows.length : false;
 }
 """
 
