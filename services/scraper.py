@@ -122,7 +122,8 @@ def scrape_leaderboard(
 
     Page failures (timeout, navigation, HTTP status, no rows, changed layout, browser) come back
     as a FAILED result; only bad arguments (ServiceError) and database errors raise.
-    `timeout_s` overrides SCRAPE_TIMEOUT_S, the budget for loading the page and all its rows.
+    `timeout_s` overrides SCRAPE_TIMEOUT_S: the budget for the page and its first rows, and again
+    for scrolling until no new rows come.
     """
     if timeframe not in sel.TIMEFRAME_PARAM:
         raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown timeframe {timeframe!r}")
@@ -151,18 +152,17 @@ def scrape_leaderboard(
         _finish_failed(run_id, timeframe, _Failure(ErrorCode.INTERNAL_ERROR, repr(exc)), timings)
         raise
     timings.store_s = time.perf_counter() - started
+    stored, rejected = len(snapshot.parsed), len(snapshot.rejects)
     log.info(
-        "scrape run %d %s %s: %d found, %d stored, %d rejected",
-        *(run_id, timeframe, status, snapshot.rows_found, len(snapshot.parsed)),
-        len(snapshot.rejects),
+        "scrape run %d %s %s: %d stored, %d rejected", run_id, timeframe, status, stored, rejected
     )
     return ScrapeResult(
         run_id=run_id,
         timeframe=timeframe,
         status=status,
         rows_found=snapshot.rows_found,
-        rows_stored=len(snapshot.parsed),
-        rows_rejected=len(snapshot.rejects),
+        rows_stored=stored,
+        rows_rejected=rejected,
         error_code=None,
         error_message=None,
         snapshot_at=snapshot.snapshot_at,
