@@ -1,0 +1,444 @@
+"""Operator actions on a market, as the dashboard calls them (PRODUCT.md section 5).
+
+Each action re-checks the caller's role, requires a reason, runs as one transaction through the
+settlement or resolver service, and writes one audit row with the market's state before and
+after. A double click or two operators racing reach the settlement service's row lock: the loser
+gets ALREADY_DONE (the market already is where they wanted it) or STATE_CHANGED (it moved
+elsewhere), which this module returns as a plain result, audited, never as an error.
+
+The audit row is written right after the action's own transaction commits (services/audit.py
+keeps one transaction per row, so a refusal is kept even when the work rolls back); the
+settlement record written inside the action's transaction also names the actor and the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from sqlalchemy import text
+
+from db.engine import read_session
+from services import audit, auth, resolver, settlement
+from services.auth import Principal
+from services.errors import ErrorCode, ServiceError
+from services.settlement import ResultStatus, SettlementResult
+
+OPERATOR = "operator"
+MAX_REASON = 2000
+Action = Literal["cancel", "resettle", "retry"]
+ACTIONS: tuple[Action, ...] = ("cancel", "resettle", "retry")
+
+
+class Outcome(StrEnum):
+    """How an action ended; also the audit row's `result`."""
+
+    OK = "OK"
+    ALREADY_DONE = "ALREADY_DONE"
+    STATE_CHANGED = "STATE_CHANGED"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: str
+    market_id: int
+    outcome: Outcome
+    message: str  # one plain sentence for the operator
+    before: dict[str, Any]
+    after: dict[str, Any]
+    bets: int = 0
+    users_paid: int = 0
+    total_paid: Decimal = Decimal(0)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.OK
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What an action would do now, for the confirmation dialog. `allowed` is False (with
+    `note` saying why) when the action does not apply to the market's current state."""
+
+    action: Action
+    market_id: int
+    market_status: str
+    allowed: bool
+    note: str
+    bets: int = 0
+    users: int = 0
+    users_paid: int = 0
+    total_paid: Decimal = Decimal(0)
+    to_house: Decimal = Decimal(0)
+    reverses_settlement_id: int | None = None
+    # Users the reversal of the active settlement would take below zero: user id -> shortfall.
+    shortfalls: dict[int, Decimal] = field(default_factory=dict)
+
+
+# -- reading a market's state ---------------------------------------------------------------------
+
+
+def _state(market_id: int) -> dict[str, Any]:
+    with read_session() as s:
+        row = (
+            s.execute(
+                text(
+                    "SELECT status, outcome, cancel_reason, closes_at <= now() AS due"
+                    " FROM markets WHERE id = :m"
+                ),
+                {"m": market_id},
+            )
+            .mappings()
+            .one_or_none()
+        )
+    if row is None:
+        raise ServiceError(
+            ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist", market_id=market_id
+        )
+    return dict(row)
+
+
+def _audit_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: state[k] for k in ("status", "outcome", "cancel_reason")}
+
+
+def _describe(state: dict[str, Any]) -> str:
+    if state["status"] == "RESOLVED":
+        return f"resolved {state['outcome']}"
+    if state["status"] == "CANCELLED":
+        return f"cancelled ({state['cancel_reason']})"
+    return "open"
+
+
+# -- checks shared by every action ----------------------------------------------------------------
+
+
+def _reason(principal: Principal, action: str, market_id: int, reason: object) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        _refused(principal, action, market_id, None, "no reason given")
+        raise ServiceError(ErrorCode.REASON_REQUIRED, "a reason is required for this action")
+    if len(reason.strip()) > MAX_REASON:
+        _refused(principal, action, market_id, None, "reason too long")
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"a reason has at most {MAX_REASON} characters")
+    return reason.strip()
+
+
+def _refused(
+    principal: Principal, action: str, market_id: int, reason: str | None, detail: str
+) -> None:
+    audit.record(
+        principal,
+        action=action,
+        target_type="market",
+        target_id=str(market_id),
+        reason=reason,
+        result="REFUSED",
+        detail=detail[:4000],
+    )
+
+
+def _run_audited(
+    principal: Principal,
+    action: str,
+    market_id: int,
+    reason: str,
+    before: dict[str, Any],
+    run: Callable[[], SettlementResult],
+) -> SettlementResult:
+    """Run `run()`; a refusal from the service is audited and raised again."""
+    try:
+        return run()
+    except ServiceError as exc:
+        _refused(principal, action, market_id, reason, f"{exc.code.value}: {exc.message}")
+        raise
+    except Exception as exc:
+        audit.record(
+            principal,
+            action=action,
+            target_type="market",
+            target_id=str(market_id),
+            reason=reason,
+            result="FAILED",
+            detail=f"{type(exc).__name__}: {exc}"[:4000],
+            before=_audit_state(before),
+        )
+        raise
+
+
+def _conclude(
+    principal: Principal,
+    action: str,
+    market_id: int,
+    reason: str,
+    before: dict[str, Any],
+    after_state: dict[str, Any],
+    outcome: Outcome,
+    message: str,
+    detail: str,
+    result: SettlementResult | None = None,
+) -> ActionResult:
+    """Audit how the action ended, with the market's state before and after."""
+    after = _audit_state(after_state)
+    audit.record(
+        principal,
+        action=action,
+        target_type="market",
+        target_id=str(market_id),
+        reason=reason,
+        result=outcome.value,
+        detail=detail[:4000],
+        before=_audit_state(before),
+        after=after,
+    )
+    return ActionResult(
+        action,
+        market_id,
+        outcome,
+        message,
+        _audit_state(before),
+        after,
+        bets=result.bets if result else 0,
+        users_paid=result.users_paid if result else 0,
+        total_paid=result.total_paid if result else Decimal(0),
+    )
+
+
+def _settled(
+    principal: Principal,
+    action: str,
+    market_id: int,
+    reason: str,
+    before: dict[str, Any],
+    result: SettlementResult,
+    done_message: str,
+) -> ActionResult:
+    """The settlement service's result in the operator's words."""
+    after = _state(market_id)
+    if result.status is ResultStatus.APPLIED:
+        outcome, message = Outcome.OK, done_message
+    elif result.status is ResultStatus.ALREADY_DONE:
+        outcome = Outcome.ALREADY_DONE
+        message = f"Already {_describe(after)} — nothing changed."
+    else:
+        outcome = Outcome.STATE_CHANGED
+        message = (
+            f"The market changed in the meantime (it is now {_describe(after)})"
+            " — nothing was done. Look at it again before acting."
+        )
+    return _conclude(
+        principal,
+        action,
+        market_id,
+        reason,
+        before,
+        after,
+        outcome,
+        message,
+        result.message,
+        result,
+    )
+
+
+def _already(
+    principal: Principal, action: str, market_id: int, reason: str, before: dict[str, Any]
+) -> ActionResult:
+    after = _state(market_id)
+    message = f"Already {_describe(after)} — nothing changed."
+    return _conclude(
+        principal, action, market_id, reason, before, after, Outcome.ALREADY_DONE, message, message
+    )
+
+
+# -- the actions ----------------------------------------------------------------------------------
+
+
+def cancel_and_refund(
+    principal: Principal | None, market_id: int, reason: str, *, expected_status: str
+) -> ActionResult:
+    """Cancel an OPEN or RESOLVED market and refund every bet (OPERATOR_CANCELLED).
+    `expected_status` is the status the operator saw: if the market moved since, nothing is
+    done and the result says so."""
+    action = "cancel_and_refund"
+    who = auth.require(principal, OPERATOR, action)
+    why = _reason(who, action, market_id, reason)
+    before = _state(market_id)
+    result = _run_audited(
+        who,
+        action,
+        market_id,
+        why,
+        before,
+        lambda: settlement.cancel_and_refund(
+            market_id,
+            ErrorCode.OPERATOR_CANCELLED,
+            why,
+            actor=who.username,
+            expected_status=expected_status,
+        ),
+    )
+    return _settled(
+        who,
+        action,
+        market_id,
+        why,
+        before,
+        result,
+        f"Cancelled and refunded {result.bets} bets: {result.users_paid} users got"
+        f" {result.total_paid} back.",
+    )
+
+
+def resettle(
+    principal: Principal | None,
+    market_id: int,
+    outcome: str,
+    reason: str,
+    *,
+    expected_status: str,
+) -> ActionResult:
+    """Reverse the active settlement of a RESOLVED or CANCELLED market and settle it `outcome`.
+    A reversal that would take any user below zero is refused (NEGATIVE_BALANCE, with the
+    shortfalls) and changes nothing."""
+    action = "resettle"
+    who = auth.require(principal, OPERATOR, action)
+    why = _reason(who, action, market_id, reason)
+    before = _state(market_id)
+    result = _run_audited(
+        who,
+        action,
+        market_id,
+        why,
+        before,
+        lambda: settlement.resettle(
+            market_id, outcome, actor=who.username, reason=why, expected_status=expected_status
+        ),
+    )
+    return _settled(
+        who,
+        action,
+        market_id,
+        why,
+        before,
+        result,
+        f"Re-settled {outcome}: {result.bets} bets rewritten, {result.users_paid} users paid"
+        f" {result.total_paid}.",
+    )
+
+
+def retry_resolution(principal: Principal | None, market_id: int, reason: str) -> ActionResult:
+    """Run the resolver on one OPEN market past its close now. The resolver decides: it may
+    resolve, cancel, or defer the market again (the attempt is recorded either way)."""
+    action = "retry_resolution"
+    who = auth.require(principal, OPERATOR, action)
+    why = _reason(who, action, market_id, reason)
+    before = _state(market_id)
+    if before["status"] != "OPEN":
+        return _already(who, action, market_id, why, before)
+    if not before["due"]:
+        _refused(who, action, market_id, why, "market has not closed yet")
+        raise ServiceError(
+            ErrorCode.MARKET_NOT_OPEN, f"market {market_id} has not closed yet: nothing to resolve"
+        )
+    try:
+        report = resolver.retry_now(market_id, actor=who.username)
+    except ServiceError as exc:
+        after = _state(market_id)
+        # Another caller took the market's lock and finished it first.
+        if exc.code is ErrorCode.MARKET_NOT_OPEN and after["status"] != "OPEN":
+            return _already(who, action, market_id, why, before)
+        _refused(who, action, market_id, why, f"{exc.code.value}: {exc.message}")
+        raise
+    after = _state(market_id)
+    if report.already_final:
+        return _already(who, action, market_id, why, before)
+    latest = resolver.attempts(market_id)[:1]
+    attempt = latest[0] if latest else {}
+    if after["status"] == "OPEN":
+        message = (
+            f"Still open: the resolver deferred it ({attempt.get('error_code')}:"
+            f" {attempt.get('error_detail')}). It will try again on the next pass."
+        )
+    else:
+        message = f"Resolution ran: the market is now {_describe(after)}."
+    return _conclude(
+        who,
+        action,
+        market_id,
+        why,
+        before,
+        after,
+        Outcome.OK,
+        message,
+        f"{report.counts()}; attempt {attempt.get('result')}",
+    )
+
+
+# -- previews -------------------------------------------------------------------------------------
+
+
+def preview(market_id: int, action: str, outcome: str | None = None) -> Preview:
+    """What `action` ('cancel', 'resettle' with `outcome`, 'retry') would do to the market now.
+    Read-only; the numbers hold unless someone trades or acts on the market in between."""
+    if action not in ACTIONS:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"action must be one of {', '.join(ACTIONS)}")
+    state = _state(market_id)
+    status = state["status"]
+    if action == "retry":
+        return _preview_retry(market_id, state)
+    if action == "cancel":
+        if status not in ("OPEN", "RESOLVED"):
+            return Preview("cancel", market_id, status, False, f"Already {_describe(state)}.")
+        p = settlement.preview_refund(market_id)
+        note = (
+            "Reverses the settlement, then refunds every bet."
+            if status == "RESOLVED"
+            else "Cancels the market and refunds every bet."
+        )
+    else:
+        if outcome not in ("YES", "NO"):
+            raise ServiceError(ErrorCode.INVALID_INPUT, "re-settle needs an outcome YES or NO")
+        if status == "OPEN":
+            return Preview(
+                "resettle", market_id, status, False, "Open markets are settled by the resolver."
+            )
+        if status == "RESOLVED" and state["outcome"] == outcome:
+            return Preview("resettle", market_id, status, False, f"Already resolved {outcome}.")
+        p = settlement.preview_settle(market_id, outcome)
+        note = f"Reverses the current settlement, then pays {outcome} holders."
+    if p.shortfalls:
+        note += " Refused while any user would go below zero (see shortfalls)."
+    return Preview(
+        action,  # type: ignore[arg-type]
+        market_id,
+        status,
+        not p.shortfalls,
+        note,
+        bets=p.bets,
+        users=p.users,
+        users_paid=p.users_paid,
+        total_paid=p.total_paid,
+        to_house=p.to_house,
+        reverses_settlement_id=p.reverses_settlement_id,
+        shortfalls=p.shortfalls,
+    )
+
+
+def _preview_retry(market_id: int, state: dict[str, Any]) -> Preview:
+    if state["status"] != "OPEN":
+        return Preview("retry", market_id, state["status"], False, f"Already {_describe(state)}.")
+    if not state["due"]:
+        return Preview("retry", market_id, "OPEN", False, "The market has not closed yet.")
+    p = settlement.preview_refund(market_id)
+    return Preview(
+        "retry",
+        market_id,
+        "OPEN",
+        True,
+        "Runs the resolver on this market now: it resolves it if the evidence is usable,"
+        " otherwise defers it or cancels and refunds it under the usual rules.",
+        bets=p.bets,
+        users=p.users,
+    )
