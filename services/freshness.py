@@ -1,0 +1,241 @@
+"""Is the data fresh enough to resolve markets, and is timed work on time? (read-only)
+
+- follower cache age against OPEN follower markets: the cache row a market would fall back on if
+  the X API failed, classified by the resolver's rule (`followers.cache_usable`) as if the market
+  closed now (or at its close, once due);
+- scrape age per timeframe;
+- what would be cancelled if nothing changes: due OPEN markets the resolver cannot decide from
+  the data held now, and when it will give up on them (closes_at + the shorter of the grace
+  period and the max scrape lag: after that, stale data can no longer become fresh);
+- each scheduler job's last run and next run, from the schedule in config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from config import get_settings
+from db.engine import read_session
+from services.jobs import last_run_per_job
+from services.kol_views import USABLE_RUN, Paged, check_page
+
+TIMEFRAMES = ("daily", "weekly", "monthly")
+FOLLOWER_STATES = ("FRESH", "STALE", "NEVER_FETCHED", "NO_HANDLE")
+
+
+def _minutes(value: int) -> dt.timedelta:
+    return dt.timedelta(minutes=value)
+
+
+# -- follower cache -------------------------------------------------------------------------------
+
+# The cache row of KOL A of every OPEN follower market, classified as `followers.cache_usable`
+# would at min(now, closes_at): a count from before the open, older than the max age, or dated in
+# the future is STALE.
+_FOLLOWER_MARKETS = """
+    SELECT m.id AS market_id, m.title, m.opens_at, m.closes_at, k.x_handle AS handle,
+           c.followers, c.fetched_at,
+           CASE WHEN k.x_handle IS NULL THEN 'NO_HANDLE'
+                WHEN c.fetched_at IS NULL THEN 'NEVER_FETCHED'
+                WHEN c.fetched_at > now() OR c.fetched_at < m.opens_at
+                     OR c.fetched_at < least(now(), m.closes_at) - :max_age THEN 'STALE'
+                ELSE 'FRESH' END AS state
+    FROM markets m JOIN kols k ON k.id = m.kol_a_id
+    LEFT JOIN follower_cache c ON c.handle = lower(k.x_handle)
+    WHERE m.status = 'OPEN' AND m.type = 'follower_growth'"""
+
+
+@dataclass(frozen=True)
+class FollowerFreshness:
+    now: dt.datetime
+    max_age: dt.timedelta
+    counts: dict[str, int]  # every state of FOLLOWER_STATES
+    oldest_fetch: dt.datetime | None  # of the FRESH and STALE cache rows in use
+    problems: Paged  # markets not FRESH, soonest close first
+
+
+def follower_freshness(*, limit: int = 50, offset: int = 0) -> FollowerFreshness:
+    check_page(limit, offset)
+    max_age = _minutes(get_settings().follower_cache_max_age_minutes)
+    params = {"max_age": max_age, "limit": limit, "offset": offset}
+    with read_session() as s:
+        now = s.execute(text("SELECT now()")).scalar_one()
+        summary = s.execute(
+            text(
+                f"SELECT state, count(*), min(fetched_at) FROM ({_FOLLOWER_MARKETS}) f"
+                " GROUP BY state"
+            ),
+            params,
+        ).all()
+        rows = s.execute(
+            text(
+                f"SELECT * FROM ({_FOLLOWER_MARKETS}) f WHERE state <> 'FRESH'"
+                " ORDER BY closes_at, market_id LIMIT :limit OFFSET :offset"
+            ),
+            params,
+        )
+        problems = [dict(r._mapping) for r in rows]
+    counts = dict.fromkeys(FOLLOWER_STATES, 0) | {state: n for state, n, _ in summary}
+    fetches = [oldest for _, _, oldest in summary if oldest is not None]
+    return FollowerFreshness(
+        now=now,
+        max_age=max_age,
+        counts=counts,
+        oldest_fetch=min(fetches) if fetches else None,
+        problems=Paged(problems, sum(n for state, n in counts.items() if state != "FRESH")),
+    )
+
+
+# -- scrapes --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScrapeAge:
+    timeframe: str
+    last_good_at: dt.datetime | None  # snapshot time of the latest usable run
+    age_s: float | None
+    stale: bool  # older than the max scrape lag: a market closing now could not use it
+    last_status: str | None
+    last_started_at: dt.datetime | None
+    last_error_code: str | None
+    runs_24h: int
+    failed_24h: int
+
+
+def scrape_ages() -> list[ScrapeAge]:
+    lag = _minutes(get_settings().max_scrape_lag_minutes)
+    with read_session() as s:
+        rows = s.execute(
+            text(
+                "SELECT tf.timeframe, extract(epoch FROM now() - good.at) AS age_s,"
+                " good.at AS last_good_at, last.status, last.started_at, last.error_code,"
+                " recent.runs, recent.failed"
+                " FROM unnest(CAST(:tfs AS text[])) AS tf(timeframe)"
+                " LEFT JOIN LATERAL (SELECT max(snapshot_at) AS at FROM scrape_runs"
+                f"   WHERE timeframe = tf.timeframe AND {USABLE_RUN}) good ON true"
+                " LEFT JOIN LATERAL (SELECT status, started_at, error_code FROM scrape_runs"
+                "   WHERE timeframe = tf.timeframe ORDER BY started_at DESC LIMIT 1) last ON true"
+                " LEFT JOIN LATERAL (SELECT count(*) AS runs,"
+                "   count(*) FILTER (WHERE status = 'FAILED') AS failed FROM scrape_runs"
+                "   WHERE timeframe = tf.timeframe AND started_at > now() - interval '24 hours'"
+                " ) recent ON true"
+            ),
+            {"tfs": list(TIMEFRAMES)},
+        ).all()
+    return [
+        ScrapeAge(
+            timeframe=r.timeframe,
+            last_good_at=r.last_good_at,
+            age_s=float(r.age_s) if r.age_s is not None else None,
+            stale=r.age_s is None or r.age_s > lag.total_seconds(),
+            last_status=r.status,
+            last_started_at=r.started_at,
+            last_error_code=r.error_code,
+            runs_24h=r.runs,
+            failed_24h=r.failed,
+        )
+        for r in rows
+    ]
+
+
+# -- what would be cancelled ----------------------------------------------------------------------
+
+# Due OPEN markets without the evidence the resolver needs, judged from the data held now: a
+# follower market needs a handle and a cached count usable at its close (the X API may still
+# answer, so these are at risk, not doomed); a leaderboard market needs a timeframe and a usable
+# snapshot taken within [closes_at, closes_at + lag].
+_BLOCKED = """
+    SELECT d.id AS market_id, d.type, d.title, d.closes_at,
+           CASE WHEN d.code = 'MISSING_METADATA' THEN now()
+                ELSE d.closes_at + least(:grace, :lag) END AS cancel_at,
+           d.code
+    FROM (SELECT m.id, m.type, m.title, m.closes_at,
+                 CASE WHEN m.type = 'follower_growth' THEN
+                        CASE WHEN k.x_handle IS NULL THEN 'MISSING_METADATA'
+                             WHEN NOT EXISTS (SELECT 1 FROM follower_cache c
+                                  WHERE c.handle = lower(k.x_handle)
+                                    AND c.fetched_at >= greatest(m.opens_at, m.closes_at - :max_age)
+                                    AND c.fetched_at <= least(now(), m.closes_at + :lag))
+                             THEN 'STALE_FOLLOWER_DATA' END
+                      WHEN m.timeframe IS NULL THEN 'MISSING_METADATA'
+                      WHEN NOT EXISTS (SELECT 1 FROM scrape_runs r
+                           WHERE r.timeframe = m.timeframe AND r.status IN ('SUCCESS', 'PARTIAL')
+                             AND NOT r.quarantined
+                             AND r.snapshot_at BETWEEN m.closes_at AND m.closes_at + :lag)
+                      THEN 'STALE_SCRAPE_DATA' END AS code
+          FROM markets m JOIN kols k ON k.id = m.kol_a_id
+          WHERE m.status = 'OPEN' AND m.closes_at <= now()) d
+    WHERE d.code IS NOT NULL"""
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    now: dt.datetime
+    by_code: dict[str, int]
+    past_deadline: int  # the next resolver pass cancels these
+    markets: Paged  # soonest cancellation first
+
+
+def would_be_cancelled(*, limit: int = 50, offset: int = 0) -> AtRisk:
+    check_page(limit, offset)
+    settings = get_settings()
+    params = {
+        "grace": _minutes(settings.resolution_grace_minutes),
+        "lag": _minutes(settings.max_scrape_lag_minutes),
+        "max_age": _minutes(settings.follower_cache_max_age_minutes),
+        "limit": limit,
+        "offset": offset,
+    }
+    with read_session() as s:
+        now = s.execute(text("SELECT now()")).scalar_one()
+        summary = s.execute(
+            text(
+                "SELECT code, count(*), count(*) FILTER (WHERE cancel_at <= now())"
+                f" FROM ({_BLOCKED}) b GROUP BY code ORDER BY code"
+            ),
+            params,
+        ).all()
+        rows = s.execute(
+            text(f"{_BLOCKED} ORDER BY cancel_at, market_id LIMIT :limit OFFSET :offset"),
+            params,
+        )
+        page = [dict(r._mapping) for r in rows]
+    by_code = {code: n for code, n, _ in summary}
+    past = sum(p for _, _, p in summary)
+    return AtRisk(now, by_code, past, Paged(page, sum(by_code.values())))
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+def job_schedule() -> list[dict[str, Any]]:
+    """Every scheduled job with its schedule, last run and result, and next run: the trigger's
+    next fire time after the last start (a next run in the past means the job is late)."""
+    from scheduler import job_specs  # the schedule's single source; a heavy import
+
+    with read_session() as s:
+        now = s.execute(text("SELECT now()")).scalar_one()
+    last = {r["job"]: r for r in last_run_per_job()}
+    out = []
+    for name, spec in job_specs().items():
+        trigger = spec.trigger()
+        run = last.get(name)
+        previous = run["last_started_at"] if run else None
+        out.append(
+            {
+                "job": name,
+                "schedule": str(trigger),
+                "last_status": run["last_status"] if run else None,
+                "last_started_at": previous,
+                "last_finished_at": run["last_finished_at"] if run else None,
+                "next_run_at": trigger.get_next_fire_time(previous, now),
+                "runs": run["runs"] if run else 0,
+                "failures": run["failures"] if run else 0,
+                "last_error": run["last_error"] if run else None,
+            }
+        )
+    return out
