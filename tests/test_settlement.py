@@ -618,6 +618,7 @@ def test_bad_input_is_refused_and_changes_nothing(
         call(book.market_id)
     assert err.value.code == code
     assert snapshot() == state
+    assert_clean()
 
 
 # -- atomicity ----------------------------------------------------------------------------------
