@@ -305,8 +305,9 @@ class Bet(Base):
         CheckConstraint("action IN ('BUY', 'SELL')", name="action"),
         CheckConstraint("status IN ('OPEN', 'WON', 'LOST', 'REFUNDED')", name="status"),
         CheckConstraint("amount > 0 AND fee >= 0 AND shares > 0", name="amounts_pos"),
-        Index("ix_bets_market_id", "market_id"),
+        Index("ix_bets_market_user_side", "market_id", "user_id", "side", "action", "id"),
         Index("ix_bets_user_id", "user_id"),
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -332,6 +333,7 @@ class Position(Base):
         CheckConstraint("side IN ('YES', 'NO')", name="side"),
         CheckConstraint("shares >= 0 AND paid_in >= 0 AND received >= 0", name="nonneg"),
         Index("ix_positions_market_id", "market_id"),
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)

@@ -367,6 +367,27 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
 # -- one market -----------------------------------------------------------------------------------
 
 
+def _attempt(
+    m: DueMarket,
+    p: _Pass,
+    started: dt.datetime,
+    result: str,
+    evidence: dict[str, Any],
+    code: ErrorCode | None = None,
+    detail: str | None = None,
+) -> ResolutionAttempt:
+    return ResolutionAttempt(
+        market_id=m.id,
+        trigger=p.trigger,
+        started_at=started,
+        finished_at=dt.datetime.now(dt.UTC),
+        result=result,
+        error_code=code.value if code else None,
+        error_detail=detail,
+        evidence=evidence,
+    )
+
+
 def _record_attempt(
     m: DueMarket,
     p: _Pass,
@@ -376,19 +397,23 @@ def _record_attempt(
     code: ErrorCode | None = None,
     detail: str | None = None,
 ) -> None:
+    """An attempt that changed no money (deferred, or failed) in a transaction of its own."""
     with transaction() as session:
-        session.add(
-            ResolutionAttempt(
-                market_id=m.id,
-                trigger=p.trigger,
-                started_at=started,
-                finished_at=dt.datetime.now(dt.UTC),
-                result=result,
-                error_code=code.value if code else None,
-                error_detail=detail,
-                evidence=evidence,
-            )
-        )
+        session.add(_attempt(m, p, started, result, evidence, code, detail))
+
+
+def _attaching(
+    m: DueMarket,
+    p: _Pass,
+    started: dt.datetime,
+    result: str,
+    evidence: dict[str, Any],
+    code: ErrorCode | None = None,
+    detail: str | None = None,
+) -> Callable[[Session], None]:
+    """Write the attempt inside the settlement's transaction (a fresh row on every retry): a
+    market is never final without the record of the evidence that made it so."""
+    return lambda session: session.add(_attempt(m, p, started, result, evidence, code, detail))
 
 
 def _flag_attention(market_id: int, reason: str) -> None:
@@ -411,8 +436,9 @@ def _cancel(
     evidence: dict[str, Any],
     report: SweepReport,
 ) -> None:
+    attach = _attaching(m, p, started, "CANCELLED", evidence, code, detail)
     try:
-        result = settlement.cancel_and_refund(m.id, code, detail, actor=ACTOR)
+        result = settlement.cancel_and_refund(m.id, code, detail, actor=ACTOR, attach=attach)
     except Exception as exc:
         _flag_attention(m.id, f"cancel ({code}) failed: {exc}")
         _record_attempt(
@@ -429,7 +455,6 @@ def _cancel(
         return
     if result.applied:
         report.cancelled += 1
-        _record_attempt(m, p, started, "CANCELLED", evidence, code, detail)
         log.info("market=%s cancelled reason=%s %s", m.id, code, detail)
     else:
         report.already_final += 1
@@ -468,6 +493,7 @@ def _resolve_one(
         _cancel(m, p, started, decision.code, decision.detail, evidence, report)
         return
 
+    attach = _attaching(m, p, started, f"RESOLVED_{decision.value}", evidence)
     try:
         result = settlement.settle(
             m.id,
@@ -475,6 +501,7 @@ def _resolve_one(
             actor=ACTOR,
             reason=f"resolved {decision.value} from evidence",
             fault=settle_fault,
+            attach=attach,
         )
     except Exception as exc:
         log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
@@ -490,7 +517,6 @@ def _resolve_one(
         )
         return
     if result.applied:
-        _record_attempt(m, p, started, f"RESOLVED_{decision.value}", evidence)
         if decision is Outcome.YES:
             report.resolved_yes += 1
         else:

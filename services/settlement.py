@@ -47,6 +47,8 @@ from services import ledger
 from services.errors import ErrorCode, ServiceError
 
 Fault = Callable[[str], None]
+# Extra rows written in the operation's own transaction, only when it applies.
+Attach = Callable[[Session], None]
 Outcome = Literal["YES", "NO"]
 
 # Step names passed to `fault`, in the order they happen.
@@ -117,9 +119,12 @@ def settle(
     reason: str,
     expected_status: str = "OPEN",
     fault: Fault | None = None,
+    attach: Attach | None = None,
 ) -> SettlementResult:
     """Resolve an OPEN market with `outcome` and pay the winners. Use `resettle` to correct a
-    final market: a stale caller must never reverse a settlement by accident."""
+    final market: a stale caller must never reverse a settlement by accident. `attach` writes
+    more rows in the same transaction, only if the settlement applies (the resolver's record of
+    the evidence it used)."""
     side = _outcome(outcome)
     reason = _required(reason, "reason")
     actor = _actor(actor)
@@ -132,7 +137,7 @@ def settle(
 
     def run() -> SettlementResult:
         with transaction() as session:
-            return _settle(session, market_id, side, actor, reason, "OPEN", fault)
+            return _settle(session, market_id, side, actor, reason, "OPEN", fault, attach)
 
     return retrying(run, what=f"settle market {market_id}")
 
@@ -160,7 +165,7 @@ def resettle(
 
     def run() -> SettlementResult:
         with transaction() as session:
-            return _settle(session, market_id, side, actor, reason, expected_status, fault)
+            return _settle(session, market_id, side, actor, reason, expected_status, fault, None)
 
     return retrying(run, what=f"resettle market {market_id}")
 
@@ -173,9 +178,10 @@ def cancel_and_refund(
     actor: str,
     expected_status: str = "OPEN",
     fault: Fault | None = None,
+    attach: Attach | None = None,
 ) -> SettlementResult:
     """Cancel an OPEN market (or a RESOLVED one, reversing its settlement first) and refund every
-    user, in one transaction."""
+    user, in one transaction (with `attach`'s rows, as for `settle`)."""
     code = _reason_code(reason_code)
     detail = _required(detail, "detail")
     actor = _actor(actor)
@@ -188,7 +194,7 @@ def cancel_and_refund(
 
     def run() -> SettlementResult:
         with transaction() as session:
-            return _refund(session, market_id, code, detail, actor, expected_status, fault)
+            return _refund(session, market_id, code, detail, actor, expected_status, fault, attach)
 
     return retrying(run, what=f"cancel market {market_id}")
 
@@ -309,6 +315,7 @@ def _settle(
     reason: str,
     expected: str,
     fault: Fault | None,
+    attach: Attach | None,
 ) -> SettlementResult:
     market = _market(session, market_id, lock=True)
     if market.status != expected or (market.status == "RESOLVED" and market.outcome == outcome):
@@ -349,6 +356,8 @@ def _settle(
         ),
         {"m": market_id, "side": outcome},
     )
+    if attach is not None:
+        attach(session)
     step("before_commit")
     tx_id, users_paid, total, to_house = result
     verb = "re-settled" if reversal_tx else "settled"
@@ -377,6 +386,7 @@ def _refund(
     actor: str,
     expected: str,
     fault: Fault | None,
+    attach: Attach | None,
 ) -> SettlementResult:
     market = _market(session, market_id, lock=True)
     if market.status != expected:
@@ -429,6 +439,8 @@ def _refund(
         ),
         {"m": market_id, "code": code.value, "detail": detail},
     )
+    if attach is not None:
+        attach(session)
     step("before_commit")
     tx_id, users_paid, total, to_house = result
     return SettlementResult(
