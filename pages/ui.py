@@ -35,3 +35,19 @@ def age(now: dt.datetime, then: dt.datetime | None) -> str:
 def show_refusal(exc: ServiceError) -> None:
     """A service's refusal, shown plainly with its code."""
     st.error(f"{exc.message}  \n`{exc.code.value}`")
+
+
+def page_offset(key: str, page_size: int) -> int:
+    """The offset of the page the pager `key` shows (read before the list is fetched)."""
+    return (int(st.session_state.get(key, 1)) - 1) * page_size
+
+
+def pager(key: str, total: int, page_size: int) -> None:
+    """A page picker under a list of `total` rows (drawn only when there is more than a page)."""
+    pages = max(1, -(-total // page_size))
+    if st.session_state.get(key, 1) > pages:
+        st.session_state[key] = pages
+    if pages > 1:
+        st.number_input(
+            f"Page (of {pages}, {total} rows)", min_value=1, max_value=pages, step=1, key=key
+        )

@@ -25,6 +25,7 @@ from services.kol_views import USABLE_RUN, Paged, check_page
 
 TIMEFRAMES = ("daily", "weekly", "monthly")
 FOLLOWER_STATES = ("FRESH", "STALE", "NEVER_FETCHED", "NO_HANDLE")
+LATE_AFTER = dt.timedelta(minutes=1)
 
 
 def _minutes(value: int) -> dt.timedelta:
@@ -214,7 +215,7 @@ def would_be_cancelled(*, limit: int = 50, offset: int = 0) -> AtRisk:
 
 def job_schedule() -> list[dict[str, Any]]:
     """Every scheduled job with its schedule, last run and result, and next run: the trigger's
-    next fire time after the last start (a next run in the past means the job is late)."""
+    next fire time after the last start. `late`: that time passed more than a minute ago."""
     from scheduler import job_specs  # the schedule's single source; a heavy import
 
     with read_session() as s:
@@ -225,6 +226,7 @@ def job_schedule() -> list[dict[str, Any]]:
         trigger = spec.trigger()
         run = last.get(name)
         previous = run["last_started_at"] if run else None
+        next_run = trigger.get_next_fire_time(previous, now)
         out.append(
             {
                 "job": name,
@@ -232,7 +234,8 @@ def job_schedule() -> list[dict[str, Any]]:
                 "last_status": run["last_status"] if run else None,
                 "last_started_at": previous,
                 "last_finished_at": run["last_finished_at"] if run else None,
-                "next_run_at": trigger.get_next_fire_time(previous, now),
+                "next_run_at": next_run,
+                "late": next_run is not None and next_run < now - LATE_AFTER,
                 "runs": run["runs"] if run else 0,
                 "failures": run["failures"] if run else 0,
                 "last_error": run["last_error"] if run else None,
