@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 
+import altair as alt
+import pandas as pd
 import streamlit as st
 
 from config import get_settings
-from pages.ui import age
+from pages.ui import age, market_state
+from services import market_views
 from services.health import market_health
 from services.jobs import scheduler_state
+
+REFRESH = dt.timedelta(seconds=get_settings().dashboard_refresh_s)
+ATTENTION_ROWS = 10
+WINDOWS = {"24 hours": 1, "7 days": 7, "30 days": 30}
 
 st.title("Market health")
 
 
-@st.fragment(run_every=dt.timedelta(seconds=get_settings().dashboard_refresh_s))
+@st.fragment(run_every=REFRESH)
 def health_panel() -> None:
     h = market_health()
     sched = scheduler_state()
@@ -62,4 +69,70 @@ def health_panel() -> None:
     st.caption(f"Updated {h.now:%Y-%m-%d %H:%M:%S} UTC")
 
 
+@st.fragment(run_every=REFRESH)
+def attention_panel() -> None:
+    page = market_views.list_markets(attention_only=True, page_size=ATTENTION_ROWS)
+    st.subheader(f"Needs attention or overdue ({page.total:,})")
+    if not page.rows:
+        st.success("Nothing is overdue or flagged.")
+        return
+    for r in page.rows:
+        link, title, state = st.columns([1, 6, 2], vertical_alignment="center")
+        link.page_link(
+            "pages/markets.py",
+            label=f"Market #{r['id']}",
+            icon=":material/open_in_new:",
+            query_params={"market": str(r["id"])},
+        )
+        title.text(r["title"])
+        state.text(f"{market_state(r)} · closed {r['closes_at']:%m-%d %H:%M}")
+    if page.total > len(page.rows):
+        st.caption(
+            f"{page.total - len(page.rows):,} more: Markets page, filter 'Overdue / attention'."
+        )
+
+
+def _per_hour_chart(data: pd.DataFrame, title: str, colors: alt.Scale) -> alt.Chart:
+    return (
+        alt.Chart(data, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("hour:T", title=None),
+            y=alt.Y("sum(markets):Q", title="markets per hour"),
+            color=alt.Color("reason:N", title=None, scale=colors, legend=alt.Legend(orient="top")),
+            tooltip=[
+                alt.Tooltip("hour:T", format="%Y-%m-%d %H:00"),
+                "reason:N",
+                alt.Tooltip("sum(markets):Q", title="markets"),
+            ],
+        )
+        .properties(height=240)
+    )
+
+
+@st.fragment(run_every=REFRESH)
+def activity_panel(days: int) -> None:
+    rows = market_views.outcomes_per_hour(days)
+    resolved = pd.DataFrame([r for r in rows if r["event"] == "resolved"])
+    cancelled = pd.DataFrame([r for r in rows if r["event"] == "cancelled"])
+    left, right = st.columns(2)
+    with left:
+        if resolved.empty:
+            st.caption("No market resolved in this window.")
+        else:
+            colors = alt.Scale(domain=["YES", "NO"], range=["#2e7d32", "#1565c0"])
+            chart = _per_hour_chart(resolved, "Resolved, by outcome", colors)
+            st.altair_chart(chart, width="stretch")
+    with right:
+        if cancelled.empty:
+            st.caption("No market cancelled in this window.")
+        else:
+            chart = _per_hour_chart(cancelled, "Cancelled, by reason", alt.Scale(scheme="reds"))
+            st.altair_chart(chart, width="stretch")
+
+
 health_panel()
+attention_panel()
+st.subheader("Resolutions and cancellations per hour (UTC)")
+window = st.segmented_control("Window", list(WINDOWS), default="24 hours", key="overview.window")
+activity_panel(WINDOWS[window or "24 hours"])

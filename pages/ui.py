@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import streamlit as st
 
@@ -30,6 +33,33 @@ def age(now: dt.datetime, then: dt.datetime | None) -> str:
         if seconds >= 2 * size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+# Every ASCII punctuation character can be backslash-escaped in Markdown; escaping them all keeps
+# links, images, emphasis, Streamlit's :color[...] and :emoji: directives and LaTeX inert.
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md_text(value: object) -> str:
+    """Text from the database (KOL names, titles, reasons) made inert for st.markdown, headers,
+    labels and messages: shown exactly as typed, on one line, never interpreted."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def market_state(row: Mapping[str, Any]) -> str:
+    """A market's state with a colour mark, bad states first: needs attention, overdue, due.
+    `row` has status, outcome, cancel_reason, needs_attention, due and overdue."""
+    if row["status"] == "OPEN":
+        if row["needs_attention"]:
+            return "🔴 NEEDS ATTENTION"
+        if row["overdue"]:
+            return "🔴 OVERDUE"
+        if row["due"]:
+            return "🟠 DUE"
+        return "🟢 OPEN"
+    if row["status"] == "RESOLVED":
+        return f"✅ RESOLVED {row['outcome']}"
+    return f"⚪ CANCELLED · {row['cancel_reason']}"
 
 
 def show_refusal(exc: ServiceError) -> None:

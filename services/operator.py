@@ -105,6 +105,12 @@ def _audit_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in ("status", "outcome", "cancel_reason")}
 
 
+def _amount(value: Decimal) -> str:
+    """Money for a sentence: exact, but without trailing zeros beyond the cents."""
+    cents = value.quantize(Decimal("0.01"))
+    return f"{cents:,}" if cents == value else f"{value.normalize():,}"
+
+
 def _describe(state: dict[str, Any]) -> str:
     if state["status"] == "RESOLVED":
         return f"resolved {state['outcome']}"
@@ -287,7 +293,7 @@ def cancel_and_refund(
         before,
         result,
         f"Cancelled and refunded {result.bets} bets: {result.users_paid} users got"
-        f" {result.total_paid} back.",
+        f" {_amount(result.total_paid)} back.",
     )
 
 
@@ -324,7 +330,7 @@ def resettle(
         before,
         result,
         f"Re-settled {outcome}: {result.bets} bets rewritten, {result.users_paid} users paid"
-        f" {result.total_paid}.",
+        f" {_amount(result.total_paid)}.",
     )
 
 

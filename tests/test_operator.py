@@ -248,7 +248,7 @@ def test_cancel_refunds_every_bet_as_previewed_and_audits_before_and_after(db: s
     )
     assert result.outcome is Outcome.OK
     assert (result.bets, result.users_paid, result.total_paid) == (p.bets, p.users_paid, paid_in)
-    assert result.message == "Cancelled and refunded 4 bets: 3 users got 225.500000 back."
+    assert result.message == "Cancelled and refunded 4 bets: 3 users got 225.50 back."
     assert market_row(s.market_id) == {
         "status": "CANCELLED",
         "outcome": None,

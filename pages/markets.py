@@ -1,0 +1,433 @@
+"""Markets: find a market, see everything about it, and (operators) act on it.
+
+`?market=<id>` in the URL opens a market's detail, so an operator can paste a deep link into a
+chat. Text from the database is shown as data or escaped, never as Markdown or HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import streamlit as st
+
+from db.models import MARKET_TYPES
+from pages.ui import market_state, md_text, page_offset, pager, principal, show_refusal
+from services import market_views, operator, resolver
+from services.auth import Principal
+from services.errors import ServiceError
+from services.operator import Outcome
+
+PAGE_SIZE = 50
+PAGER = "markets.page"
+PENDING = "markets.pending"  # the action whose confirmation dialog is open
+FLASH = "markets.flash"  # the last action's result, shown once above the market
+
+ACTION_TITLES = {
+    "cancel": "Cancel & refund",
+    "resettle": "Re-settle",
+    "retry": "Retry resolution now",
+}
+
+
+def _money(value: Decimal | None) -> str:
+    return "—" if value is None else f"{value:,.2f}"
+
+
+def _open_market(market_id: int) -> None:
+    st.query_params["market"] = str(market_id)
+
+
+def _goto() -> None:
+    if st.session_state.get("goto") is not None:
+        _open_market(int(st.session_state["goto"]))
+        st.session_state["goto"] = None
+
+
+def _back_to_list() -> None:
+    st.query_params.pop("market", None)
+    st.session_state.pop(PENDING, None)
+
+
+# -- the list -----------------------------------------------------------------------------------
+
+
+def _reset_page() -> None:
+    st.session_state[PAGER] = 1
+
+
+def list_view() -> None:
+    st.title("Markets")
+    filters = st.columns([1, 1.4, 2.2, 1, 1.2])
+    status = filters[0].selectbox(
+        "Status", ["All", *market_views.STATUSES], key="markets.status", on_change=_reset_page
+    )
+    type_ = filters[1].selectbox(
+        "Type", ["All", *MARKET_TYPES], key="markets.type", on_change=_reset_page
+    )
+    search = filters[2].text_input(
+        "Search",
+        key="markets.search",
+        placeholder="title, KOL name, X handle or market id",
+        on_change=_reset_page,
+    )
+    due_only = filters[3].checkbox("Due only", key="markets.due", on_change=_reset_page)
+    attention_only = filters[4].checkbox(
+        "Overdue / attention", key="markets.attention", on_change=_reset_page
+    )
+    try:
+        result = market_views.list_markets(
+            status=None if status == "All" else status,
+            type=None if type_ == "All" else type_,
+            search=search,
+            due_only=due_only,
+            attention_only=attention_only,
+            page=page_offset(PAGER, PAGE_SIZE) // PAGE_SIZE,
+            page_size=PAGE_SIZE,
+        )
+    except ServiceError as exc:
+        show_refusal(exc)
+        return
+    if not result.rows:
+        st.info("No market matches these filters." if result.total == 0 else "No such page.")
+    else:
+        table = [
+            {
+                "id": r["id"],
+                "state": market_state(r),
+                "title": r["title"],
+                "type": r["type"],
+                "KOL A": r["kol_a"],
+                "KOL B": r["kol_b"],
+                "closes (UTC)": r["closes_at"],
+                "P(YES)": float(r["price_yes"]),
+                "bets": r["bets"],
+                "volume": float(r["volume"]),
+            }
+            for r in result.rows
+        ]
+        event = st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            on_select="rerun",
+            selection_mode="single-row",
+            key="markets.table",
+            column_config={
+                "id": st.column_config.NumberColumn(format="%d", width="small"),
+                "closes (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+                "P(YES)": st.column_config.ProgressColumn(min_value=0, max_value=1, format="%.2f"),
+                "volume": st.column_config.NumberColumn(format="%.2f"),
+            },
+        )
+        selected = event.selection.rows if event else []
+        if selected:
+            _open_market(int(table[selected[0]]["id"]))
+            st.rerun()
+    first = result.page * result.page_size + 1 if result.total else 0
+    last = result.page * result.page_size + len(result.rows)
+    st.caption(f"Showing {first:,}–{last:,} of {result.total:,} markets. Select a row to open it.")
+    pager(PAGER, result.total, PAGE_SIZE)
+    st.number_input(
+        "Open market by id", min_value=1, step=1, value=None, key="goto", on_change=_goto
+    )
+
+
+# -- the detail ---------------------------------------------------------------------------------
+
+
+def _flash() -> None:
+    flash = st.session_state.pop(FLASH, None)
+    if flash is None:
+        return
+    kind, message = flash
+    {"success": st.success, "info": st.info, "warning": st.warning}[kind](message)
+
+
+def _banner(d: market_views.MarketDetail) -> None:
+    m = d.market
+    if m["needs_attention"]:
+        st.error(f"**Needs attention:** {md_text(m['attention_reason'] or 'no reason recorded')}")
+    if d.overdue:
+        st.error("**Overdue:** past close and the grace period, still OPEN.")
+    elif d.due:
+        st.warning("**Due:** closed and waiting for the resolver.")
+    elif m["status"] == "RESOLVED":
+        st.success(f"Resolved **{m['outcome']}** at {m['resolved_at']:%Y-%m-%d %H:%M:%S} UTC")
+    elif m["status"] == "CANCELLED":
+        st.info(
+            f"Cancelled **{m['cancel_reason']}** at {m['cancelled_at']:%Y-%m-%d %H:%M:%S} UTC"
+            f" — {md_text(m['cancel_detail'] or '')}"
+        )
+
+
+def _actions(who: Principal, d: market_views.MarketDetail) -> None:
+    m = d.market
+    status = m["status"]
+    if not who.can("operator"):
+        st.caption("Cancel, re-settle and retry need the operator role.")
+        return
+    cols = st.columns(4)
+    buttons: list[tuple[str, str, str | None, bool, str]] = [
+        ("cancel", "Cancel & refund", None, status in ("OPEN", "RESOLVED"), "OPEN or RESOLVED"),
+        (
+            "resettle",
+            "Re-settle YES",
+            "YES",
+            status == "CANCELLED" or (status == "RESOLVED" and m["outcome"] != "YES"),
+            "RESOLVED NO or CANCELLED",
+        ),
+        (
+            "resettle",
+            "Re-settle NO",
+            "NO",
+            status == "CANCELLED" or (status == "RESOLVED" and m["outcome"] != "NO"),
+            "RESOLVED YES or CANCELLED",
+        ),
+        ("retry", "Retry resolution now", None, d.due, "OPEN and past its close"),
+    ]
+    for col, (action, label, outcome, enabled, applies) in zip(cols, buttons, strict=True):
+        col.button(
+            label,
+            key=f"action.{action}.{outcome}",
+            disabled=not enabled,
+            help=None if enabled else f"Applies to a market that is {applies}.",
+            type="primary" if action == "cancel" and enabled else "secondary",
+            width="stretch",
+            on_click=_ask,
+            args=({"action": action, "market": m["id"], "outcome": outcome, "expected": status},),
+        )
+
+
+def _ask(pending: dict[str, Any]) -> None:
+    # The status shown now is the one the operator acts on: a change meanwhile is detected.
+    st.session_state[PENDING] = pending
+    st.session_state.pop("dialog.reason", None)
+
+
+def _dismiss() -> None:
+    st.session_state.pop(PENDING, None)
+
+
+def _confirm_body(who: Principal, pending: dict[str, Any]) -> None:
+    market_id, action, outcome = pending["market"], pending["action"], pending["outcome"]
+    # The preview taken when the dialog opened is what the operator confirms; if the market
+    # moves meanwhile, the service detects it and says so.
+    p = pending.get("preview")
+    if p is None:
+        try:
+            p = pending["preview"] = operator.preview(market_id, action, outcome)
+        except ServiceError as exc:
+            show_refusal(exc)
+            return
+    st.markdown(f"Market **#{market_id}** is **{p.market_status}**. {p.note}")
+    if action != "retry":
+        cols = st.columns(3)
+        cols[0].metric("Bets affected", f"{p.bets:,}")
+        cols[1].metric("Users paid", f"{p.users_paid:,} of {p.users:,}")
+        cols[2].metric("Money to users", _money(p.total_paid))
+        flow = "to the house" if p.to_house >= 0 else "from the house"
+        st.caption(f"{_money(abs(p.to_house))} {flow} (escrow remainder).")
+    else:
+        st.caption(f"{p.bets:,} bets by {p.users:,} users are on this market.")
+    if p.shortfalls:
+        st.error("Reversing the current settlement would take these users below zero:")
+        st.dataframe(
+            [{"user id": u, "short by": float(s)} for u, s in p.shortfalls.items()],
+            hide_index=True,
+        )
+    if not p.allowed:
+        if st.button("Close", key="dialog.close"):
+            _dismiss()
+            st.rerun()
+        return
+    reason = st.text_area("Reason (required, kept in the audit log)", key="dialog.reason")
+    go, back = st.columns(2)
+    confirmed = go.button(
+        f"Confirm {ACTION_TITLES[action].lower()}" + (f" {outcome}" if outcome else ""),
+        type="primary",
+        key="dialog.confirm",
+        width="stretch",
+    )
+    if back.button("Back", key="dialog.back", width="stretch"):
+        _dismiss()
+        st.rerun()
+    if not confirmed:
+        return
+    try:
+        with st.spinner("Working…"):
+            if action == "cancel":
+                result = operator.cancel_and_refund(
+                    who, market_id, reason, expected_status=pending["expected"]
+                )
+            elif action == "resettle":
+                result = operator.resettle(
+                    who, market_id, outcome, reason, expected_status=pending["expected"]
+                )
+            else:
+                result = operator.retry_resolution(who, market_id, reason)
+    except ServiceError as exc:
+        show_refusal(exc)
+        return
+    kind = {Outcome.OK: "success", Outcome.ALREADY_DONE: "info"}.get(result.outcome, "warning")
+    st.session_state[FLASH] = (kind, result.message)
+    _dismiss()
+    st.rerun()
+
+
+def _confirm(who: Principal, pending: dict[str, Any]) -> None:
+    title = ACTION_TITLES[pending["action"]]
+    if pending["outcome"]:
+        title += f" {pending['outcome']}"
+    st.dialog(f"{title} — market #{pending['market']}", on_dismiss=_dismiss)(_confirm_body)(
+        who, pending
+    )
+
+
+def _parameters(d: market_views.MarketDetail) -> None:
+    m = d.market
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Parameters")
+        params = [
+            ("type", m["type"]),
+            ("timeframe", m["timeframe"]),
+            ("threshold", m["threshold"]),
+            ("target rank", m["target_rank"]),
+            ("KOL A", m["kol_a"]),
+            ("KOL A wallet", m["kol_a_wallet"]),
+            ("KOL A X handle", m["kol_a_handle"]),
+            ("KOL B", m["kol_b"]),
+            ("KOL B wallet", m["kol_b_wallet"]),
+            ("opens (UTC)", m["opens_at"]),
+            ("closes (UTC)", m["closes_at"]),
+            ("resolved (UTC)", m["resolved_at"]),
+            ("cancelled (UTC)", m["cancelled_at"]),
+            ("cancel reason", m["cancel_reason"]),
+            ("cancel detail", m["cancel_detail"]),
+            ("liquidity", m["liquidity"]),
+            ("pools YES / NO", f"{m['pool_yes']} / {m['pool_no']}"),
+            ("lease", m["claimed_by"]),
+        ]
+        st.dataframe(
+            [{"field": k, "value": "" if v is None else str(v)} for k, v in params],
+            hide_index=True,
+            width="stretch",
+        )
+    with right:
+        st.subheader("Baseline")
+        if m["baseline"]:
+            st.json(m["baseline"])
+        else:
+            st.warning("No baseline: this market cannot be resolved.")
+        if d.settlements:
+            st.subheader("Settlements")
+            st.dataframe(d.settlements, hide_index=True, width="stretch")
+
+
+def _bets(d: market_views.MarketDetail) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Bets by side")
+        if d.bets_by_side:
+            st.dataframe(d.bets_by_side, hide_index=True, width="stretch")
+        else:
+            st.caption("No bets.")
+        st.subheader("Positions by side")
+        if d.positions_by_side:
+            st.dataframe(d.positions_by_side, hide_index=True, width="stretch")
+    with right:
+        st.subheader(f"Top {market_views.TOP_POSITIONS} positions")
+        if d.top_positions:
+            st.dataframe(d.top_positions, hide_index=True, width="stretch")
+        else:
+            st.caption("No positions.")
+
+
+def _attempts(market_id: int) -> None:
+    rows = resolver.attempts(market_id)
+    if not rows:
+        st.caption("No resolution attempt yet.")
+        return
+    errors = [r for r in rows if r["result"] in ("ERROR", "DEFERRED", "CANCELLED")]
+    if errors:
+        last = errors[0]
+        st.warning(
+            f"Last problem ({last['result']}, {last['finished_at']:%Y-%m-%d %H:%M:%S} UTC):"
+            f" `{last['error_code']}` {md_text(last['error_detail'] or '')}"
+        )
+    st.dataframe(
+        [
+            {
+                "started (UTC)": r["started_at"],
+                "trigger": r["trigger"],
+                "result": r["result"],
+                "error": r["error_code"],
+                "detail": r["error_detail"],
+                "evidence": json.dumps(r["evidence"], sort_keys=True, default=str),
+            }
+            for r in rows
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    with st.expander("Evidence of the latest attempt"):
+        st.json(rows[0]["evidence"])
+
+
+def _ledger(market_id: int) -> None:
+    rows = market_views.market_ledger(market_id)
+    if not rows:
+        st.caption("No ledger entries.")
+        return
+    st.dataframe(rows, hide_index=True, width="stretch")
+    if len({r["tx"] for r in rows}) >= market_views.LEDGER_LIMIT:
+        st.caption(f"The latest {market_views.LEDGER_LIMIT} transactions.")
+
+
+def detail_view(who: Principal, raw_id: str) -> None:
+    st.button("← All markets", on_click=_back_to_list)
+    try:
+        market_id = int(raw_id)
+        d = market_views.market_detail(market_id)
+    except ValueError:
+        st.error(f"`{md_text(raw_id)}` is not a market id.")
+        return
+    except ServiceError as exc:
+        show_refusal(exc)
+        return
+    m = d.market
+    st.title(f"Market #{market_id}")
+    st.markdown(f"**{md_text(m['title'])}**")
+    _flash()
+    _banner(d)
+    cols = st.columns(5)
+    cols[0].metric("Status", m["status"] + (f" {m['outcome']}" if m["outcome"] else ""))
+    cols[1].metric("P(YES)", f"{d.price_yes:.2f}")
+    cols[2].metric("Escrow", _money(d.escrow_balance))
+    cols[3].metric("Bets", f"{sum(r['bets'] for r in d.bets_by_side):,}")
+    cols[4].metric("Closes (UTC)", f"{m['closes_at']:%Y-%m-%d %H:%M}")
+    _actions(who, d)
+    overview, bets, attempts, ledger = st.tabs(
+        ["Parameters", "Bets & positions", "Resolution attempts", "Ledger"]
+    )
+    with overview:
+        _parameters(d)
+    with bets:
+        _bets(d)
+    with attempts:
+        _attempts(market_id)
+    with ledger:
+        _ledger(market_id)
+    pending = st.session_state.get(PENDING)
+    if pending and pending["market"] == market_id and who.can("operator"):
+        _confirm(who, pending)
+
+
+who = principal()
+selected_market = st.query_params.get("market")
+if selected_market:
+    detail_view(who, selected_market)
+else:
+    list_view()
