@@ -26,6 +26,14 @@ log = logging.getLogger("kolops.launch")
 KOLSCAN_STANDIN_PORT = 8601
 X_API_STANDIN_PORT = 8602
 DEMO_X_TOKEN = "demo-standin-token"
+DEMO_PACE = {
+    "MARKET_DURATION_FACTOR": "0.003",  # daily markets run ~4 minutes, weekly ~30
+    "RESOLVE_INTERVAL_S": "20",
+    "SCRAPE_CRON": "*/2 * * * *",
+    "FOLLOWER_REFRESH_INTERVAL_S": "60",
+    "GENERATE_INTERVAL_S": "300",
+    "INTEGRITY_INTERVAL_S": "60",
+}
 
 
 def _wait_http(url: str, timeout_s: float = 20.0) -> None:
@@ -57,6 +65,9 @@ def main() -> int:
     log.info("database ready")
 
     if not settings.kolscan_configured:
+        # Demo pace: markets close within minutes and the scheduler works while you watch.
+        for key, value in DEMO_PACE.items():
+            env.setdefault(key, value)
         spawn("-m", "standins.kolscan_standin", "--port", str(KOLSCAN_STANDIN_PORT))
         env["KOLSCAN_BASE_URL"] = f"http://127.0.0.1:{KOLSCAN_STANDIN_PORT}"
         _wait_http(env["KOLSCAN_BASE_URL"] + "/leaderboard?timeframe=1")
