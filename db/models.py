@@ -140,6 +140,12 @@ class ScrapeRun(Base):
         ),
         Index("ix_scrape_runs_timeframe_started", "timeframe", "started_at"),
         Index("ix_scrape_runs_status_started", "status", "started_at"),
+        Index(
+            "ix_scrape_runs_usable_snapshot",
+            "timeframe",
+            "snapshot_at",
+            postgresql_where=text("status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
