@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import func, select, text
 
 from db.engine import transaction
-from db.migrate import downgrade, upgrade
 from db.models import LedgerEntry, LedgerTransaction
 from services import ledger, users
 from services.errors import ErrorCode
@@ -27,26 +26,6 @@ def _counts() -> tuple[int, int]:
 
 def _new_user(name: str, amount: str = "100") -> int:
     return users.register(name, Decimal(amount), actor="test")
-
-
-def test_migrations_downgrade_and_upgrade_cleanly(admin_url: str) -> None:
-    from tests.conftest import _with_database
-
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "kolops_migrations" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "kolops_migrations"')
-    url = _with_database(admin_url, "kolops_migrations")
-    upgrade(url)
-    downgrade(url, "base")
-    with psycopg.connect(url) as conn:
-        tables = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname='public'"
-        ).fetchall()
-    assert [t for (t,) in tables if t != "alembic_version"] == []
-    upgrade(url)
-    with psycopg.connect(url) as conn:
-        kinds = conn.execute("SELECT kind FROM accounts ORDER BY kind").fetchall()
-    assert [k for (k,) in kinds] == ["EXTERNAL", "FEE", "HOUSE"]
 
 
 def test_deposit_moves_money_and_balances_match(db: str) -> None:

@@ -1,0 +1,61 @@
+"""The migrations build the whole schema the models describe, and nothing else."""
+
+from __future__ import annotations
+
+import psycopg
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from db.engine import sqlalchemy_url
+from db.migrate import downgrade, upgrade
+from db.models import Base
+from tests.conftest import _with_database
+
+
+def test_migrations_downgrade_and_upgrade_cleanly(admin_url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "kolops_migrations" WITH (FORCE)')
+        conn.execute('CREATE DATABASE "kolops_migrations"')
+    url = _with_database(admin_url, "kolops_migrations")
+    upgrade(url)
+    downgrade(url, "base")
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname='public'"
+        ).fetchall()
+    assert [t for (t,) in tables if t != "alembic_version"] == []
+    upgrade(url)
+    with psycopg.connect(url) as conn:
+        kinds = conn.execute("SELECT kind FROM accounts ORDER BY kind").fetchall()
+    assert [k for (k,) in kinds] == ["EXTERNAL", "FEE", "HOUSE"]
+
+
+def test_migrated_schema_matches_the_models(database_url: str) -> None:
+    engine = create_engine(sqlalchemy_url(database_url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_fillfactor_and_partial_indexes_are_in_place(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        options = dict(
+            conn.execute(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN ('bets', 'positions')"
+            ).fetchall()
+        )
+        partial = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%WHERE%' ORDER BY 1"
+        ).fetchall()
+    assert options == {"bets": ["fillfactor=90"], "positions": ["fillfactor=90"]}
+    assert sorted(p for (p,) in partial) == [
+        "ix_scrape_runs_usable_snapshot",
+        "uq_accounts_system_kind",
+        "uq_markets_open_question",
+        "uq_settlements_active_market",
+    ]
