@@ -35,14 +35,13 @@ import psycopg
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from config import get_settings, setup_logging
 from db.engine import libpq_url
 from services import followers, generator, jobs, resolver, scraper
 from services.integrity import check_integrity
 from services.jobs import JobContext
+from services.schedule import TIMEFRAMES, schedules
 
 log = logging.getLogger("kolops.scheduler")
 
@@ -108,45 +107,21 @@ class JobSpec:
     misfire_grace_s: int
 
 
+JOBS: dict[str, Callable[[JobContext], None]] = {
+    "resolve": resolve_job,
+    **{f"scrape_{tf}": scrape_job(tf) for tf in TIMEFRAMES},
+    "followers": followers_job,
+    "generate": generate_job,
+    "integrity": integrity_job,
+}
+
+
 def job_specs() -> dict[str, JobSpec]:
-    s = get_settings()
-
-    def every(seconds: int) -> Callable[[], BaseTrigger]:
-        return lambda: IntervalTrigger(seconds=seconds)
-
-    specs = [
-        JobSpec(
-            "resolve", resolve_job, every(s.resolve_interval_s), max(1, s.resolve_interval_s // 2)
-        ),
-        *(
-            JobSpec(
-                f"scrape_{tf}",
-                scrape_job(tf),
-                lambda: CronTrigger.from_crontab(s.scrape_cron, timezone=dt.UTC),
-                60,
-            )
-            for tf in ("daily", "weekly", "monthly")
-        ),
-        JobSpec(
-            "followers",
-            followers_job,
-            every(s.follower_refresh_interval_s),
-            max(1, s.follower_refresh_interval_s // 2),
-        ),
-        JobSpec(
-            "generate",
-            generate_job,
-            every(s.generate_interval_s),
-            max(1, s.generate_interval_s // 2),
-        ),
-        JobSpec(
-            "integrity",
-            integrity_job,
-            every(s.integrity_interval_s),
-            max(1, s.integrity_interval_s // 2),
-        ),
-    ]
-    return {spec.name: spec for spec in specs}
+    """Every job with its schedule (services/schedule.py, shared with the dashboard)."""
+    return {
+        name: JobSpec(name, JOBS[name], sched.trigger, sched.misfire_grace_s)
+        for name, sched in schedules().items()
+    }
 
 
 _running: dict[str, threading.Thread] = {}

@@ -22,6 +22,7 @@ from config import get_settings
 from db.engine import read_session
 from services.jobs import last_run_per_job
 from services.kol_views import USABLE_RUN, Paged, check_page
+from services.schedule import schedules
 
 TIMEFRAMES = ("daily", "weekly", "monthly")
 FOLLOWER_STATES = ("FRESH", "STALE", "NEVER_FETCHED", "NO_HANDLE")
@@ -216,14 +217,12 @@ def would_be_cancelled(*, limit: int = 50, offset: int = 0) -> AtRisk:
 def job_schedule() -> list[dict[str, Any]]:
     """Every scheduled job with its schedule, last run and result, and next run: the trigger's
     next fire time after the last start. `late`: that time passed more than a minute ago."""
-    from scheduler import job_specs  # the schedule's single source; a heavy import
-
     with read_session() as s:
         now = s.execute(text("SELECT now()")).scalar_one()
     last = {r["job"]: r for r in last_run_per_job()}
     out = []
-    for name, spec in job_specs().items():
-        trigger = spec.trigger()
+    for name, sched in schedules().items():
+        trigger = sched.trigger()
         run = last.get(name)
         previous = run["last_started_at"] if run else None
         next_run = trigger.get_next_fire_time(previous, now)
