@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import streamlit as st
 
-from pages.ui import principal
+from pages.ui import principal, state_css
 from services import audit
 
 PAGE_SIZE = 100
-MARKS = {"OK": "✅ OK", "REFUSED": "⛔ REFUSED", "FAILED": "🔴 FAILED"}
 
 
 def _reset_page() -> None:
@@ -42,7 +42,7 @@ else:
     problems = sum(r["result"] != "OK" for r in shown)
     if problems:
         st.warning(f"{problems} of these {len(shown)} entries are refusals, failures or races.")
-    st.dataframe(
+    table = pd.DataFrame(
         [
             {
                 "at (UTC)": r["at"],
@@ -50,14 +50,17 @@ else:
                 "role": r["role"],
                 "action": r["action"],
                 "target": r["target"],
-                "result": MARKS.get(r["result"], f"🟠 {r['result']}"),
+                "result": r["result"],
                 "reason": r["reason"],
                 "detail": r["detail"],
                 "before": json.dumps(r["before"], sort_keys=True) if r["before"] else "",
                 "after": json.dumps(r["after"], sort_keys=True) if r["after"] else "",
             }
             for r in shown
-        ],
+        ]
+    )
+    st.dataframe(
+        table.style.map(state_css, subset=["result"]),
         hide_index=True,
         width="stretch",
         column_config={"at (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},

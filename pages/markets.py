@@ -10,10 +10,19 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from db.models import MARKET_TYPES
-from pages.ui import market_state, md_text, page_offset, pager, principal, show_refusal
+from pages.ui import (
+    market_state,
+    md_text,
+    page_offset,
+    pager,
+    principal,
+    show_refusal,
+    state_css,
+)
 from services import market_views, operator, resolver
 from services.auth import Principal
 from services.errors import ServiceError
@@ -108,7 +117,7 @@ def list_view() -> None:
             for r in result.rows
         ]
         event = st.dataframe(
-            table,
+            pd.DataFrame(table).style.map(state_css, subset=["state"]),
             hide_index=True,
             width="stretch",
             on_select="rerun",
@@ -128,10 +137,12 @@ def list_view() -> None:
     first = result.page * result.page_size + 1 if result.total else 0
     last = result.page * result.page_size + len(result.rows)
     st.caption(f"Showing {first:,}–{last:,} of {result.total:,} markets. Select a row to open it.")
-    pager(PAGER, result.total, PAGE_SIZE)
-    st.number_input(
-        "Open market by id", min_value=1, step=1, value=None, key="goto", on_change=_goto
-    )
+    left, _ = st.columns([1, 3])
+    with left:
+        pager(PAGER, result.total, PAGE_SIZE)
+        st.number_input(
+            "Open market by id", min_value=1, step=1, value=None, key="goto", on_change=_goto
+        )
 
 
 # -- the detail ---------------------------------------------------------------------------------
@@ -399,7 +410,7 @@ def detail_view(who: Principal, raw_id: str) -> None:
         return
     m = d.market
     st.title(f"Market #{market_id}")
-    st.markdown(f"**{md_text(m['title'])}**")
+    st.text(m["title"])
     _flash()
     _banner(d)
     cols = st.columns(5)
@@ -407,7 +418,7 @@ def detail_view(who: Principal, raw_id: str) -> None:
     cols[1].metric("P(YES)", f"{d.price_yes:.2f}")
     cols[2].metric("Escrow", _money(d.escrow_balance))
     cols[3].metric("Bets", f"{sum(r['bets'] for r in d.bets_by_side):,}")
-    cols[4].metric("Closes (UTC)", f"{m['closes_at']:%Y-%m-%d %H:%M}")
+    cols[4].metric("Closes (UTC)", f"{m['closes_at']:%m-%d %H:%M}")
     _actions(who, d)
     overview, bets, attempts, ledger = st.tabs(
         ["Parameters", "Bets & positions", "Resolution attempts", "Ledger"]

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from config import get_settings
-from pages.ui import age, market_state
+from pages.ui import age, market_badge
 from services import market_views
 from services.health import market_health
 from services.jobs import scheduler_state
@@ -85,7 +85,7 @@ def attention_panel() -> None:
             query_params={"market": str(r["id"])},
         )
         title.text(r["title"])
-        state.text(f"{market_state(r)} · closed {r['closes_at']:%m-%d %H:%M}")
+        state.markdown(f"{market_badge(r)} closed {r['closes_at']:%m-%d %H:%M}")
     if page.total > len(page.rows):
         st.caption(
             f"{page.total - len(page.rows):,} more: Markets page, filter 'Overdue / attention'."

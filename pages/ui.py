@@ -46,20 +46,48 @@ def md_text(value: object) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
 
 
-def market_state(row: Mapping[str, Any]) -> str:
-    """A market's state with a colour mark, bad states first: needs attention, overdue, due.
-    `row` has status, outcome, cancel_reason, needs_attention, due and overdue."""
+def _market_state(row: Mapping[str, Any]) -> tuple[str, str]:
+    """(label, colour) of a market's state, bad states first."""
     if row["status"] == "OPEN":
         if row["needs_attention"]:
-            return "🔴 NEEDS ATTENTION"
+            return "NEEDS ATTENTION", "red"
         if row["overdue"]:
-            return "🔴 OVERDUE"
+            return "OVERDUE", "red"
         if row["due"]:
-            return "🟠 DUE"
-        return "🟢 OPEN"
+            return "DUE", "orange"
+        return "OPEN", "green"
     if row["status"] == "RESOLVED":
-        return f"✅ RESOLVED {row['outcome']}"
-    return f"⚪ CANCELLED · {row['cancel_reason']}"
+        return f"RESOLVED {row['outcome']}", "blue"
+    return f"CANCELLED {row['cancel_reason']}", "gray"
+
+
+def market_state(row: Mapping[str, Any]) -> str:
+    """A market's state for a table cell: 'OVERDUE', 'RESOLVED YES'... (colour it with
+    `state_css`). `row` has status, outcome, cancel_reason, needs_attention, due and overdue."""
+    return _market_state(row)[0]
+
+
+def market_badge(row: Mapping[str, Any]) -> str:
+    """A market's state as a coloured Markdown badge."""
+    label, colour = _market_state(row)
+    return f":{colour}-badge[{md_text(label)}]"
+
+
+_BAD = frozenset({"NEEDS ATTENTION", "OVERDUE", "REFUSED", "FAILED"})
+_WARN = frozenset({"DUE", "STATE_CHANGED"})
+
+
+def state_css(label: object) -> str:
+    """Cell style for a state or result label in a styled table (`Styler.map`): red for bad
+    states, amber for ones to watch, grey for cancelled markets."""
+    text = str(label)
+    if text in _BAD:
+        return "background-color: #fde7e7; color: #a61b1b; font-weight: 600"
+    if text in _WARN:
+        return "background-color: #fff3e0; color: #8a4b00; font-weight: 600"
+    if text.startswith("CANCELLED"):
+        return "color: #6b6b6b"
+    return ""
 
 
 def show_refusal(exc: ServiceError) -> None:
