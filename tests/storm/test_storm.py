@@ -10,17 +10,35 @@ random choices (the threads still interleave differently).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from decimal import Decimal
+from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
+import httpx
+import psycopg
 import pytest
+from playwright.sync_api import Page, sync_playwright
+from psycopg.types.json import Jsonb
 
-from config import get_settings
+from config import PROJECT_ROOT, get_settings
+from db.engine import transaction
+from services import audit, auth, bets, market_views, operator, users
+from services.errors import ErrorCode, ServiceError
+from services.integrity import check_integrity
+from services.markets import MarketSpec, open_market
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
-from tests.storm.harness import Config, Storm
+from tests.conftest import Standins
+from tests.storm.harness import HOSTILE, LONG, OPERATOR, VIEWER, Config, Storm
 from tests.storm.invariants import Window
 
 SHORT_SECONDS = 75.0
@@ -104,3 +122,283 @@ def test_storm_keeps_every_cent(db: str, storm_env: dict[str, str], tmp_path: Pa
     assert storm.tally.total("faults injected") > 0
     assert storm.tally.total("operator") > 0
     assert len(storm.checkpoints) >= 3
+
+
+# -- hostile input, from the database to the pages of a real browser ----------------------------
+
+ADMIN, ADMIN_PASSWORD = "storm-admin", "storm admin password"
+SQL_FRAGMENT = "'; DROP TABLE users; --"
+# X handles hold at most 32 characters; this one still carries a script.
+HOSTILE_HANDLE = "<svg onload=window.__pwned=1>"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+# Any element carrying the payloads as markup rather than text: an attribute or a script body.
+_INJECTED_JS = """() => [...document.querySelectorAll('*')].filter(el =>
+    (el.tagName === 'SCRIPT' && el.textContent.includes('__pwned')) ||
+    [...el.attributes].some(a => a.value.includes('__pwned'))).length"""
+
+
+def _plant_hostile_data(db: str) -> dict[str, int]:
+    """Hostile text through the real write paths where they exist (market titles via
+    open_market, operator reasons via services.operator, bets via place_bet) and directly
+    where only a scrape would write (KOLs, scraped rows, rejects, a failed run's error)."""
+    names = [*HOSTILE, LONG]
+    now = dt.datetime.now(dt.UTC)
+    with psycopg.connect(db) as conn:
+        run = conn.execute(
+            "INSERT INTO scrape_runs (timeframe, trigger, source_url, status, finished_at,"
+            " snapshot_at, rows_found, rows_stored, rows_rejected)"
+            " VALUES ('daily', 'MANUAL', %s, 'PARTIAL', now(), now(), %s, %s, 1) RETURNING id",
+            (f"http://127.0.0.1/{SQL_FRAGMENT}", len(names) + 1, len(names)),
+        ).fetchone()[0]
+        kol_ids = []
+        for rank, name in enumerate(names, start=1):
+            wallet = f"Hostile{rank}{name}"[:64]
+            kol_id = conn.execute(
+                "INSERT INTO kols (display_name, wallet, x_handle) VALUES (%s, %s, %s)"
+                " RETURNING id",
+                (name, wallet, HOSTILE_HANDLE),
+            ).fetchone()[0]
+            kol_ids.append(kol_id)
+            conn.execute(
+                "INSERT INTO scraped_kols (run_id, kol_id, rank, username, wallet, x_handle,"
+                " wins, losses, sol_gain, usd_gain, timeframe, scraped_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 3, 1, 12.5, 2500, 'daily', now())",
+                (run, kol_id, rank, name, wallet, HOSTILE_HANDLE),
+            )
+        conn.execute(
+            "INSERT INTO scrape_rejects (run_id, position, raw, field, reason_code, reason)"
+            " VALUES (%s, 99, %s, 'name', 'PARSE_BAD_NUMBER', %s)",
+            (run, Jsonb({"name": HOSTILE[0], "sol": HOSTILE[1]}), HOSTILE[2]),
+        )
+        conn.execute(
+            "INSERT INTO scrape_runs (timeframe, trigger, source_url, status, finished_at,"
+            " error_code, error_message) VALUES ('daily', 'SCHEDULE', 'http://127.0.0.1/',"
+            " 'FAILED', now(), 'SCRAPE_LAYOUT_CHANGED', %s)",
+            (HOSTILE[1] + HOSTILE[0],),
+        )
+    with transaction() as s:
+        users.fund_house(s, Decimal(1_000_000), key="hostile:house", actor="storm")
+    user = users.register("hostile-bettor", Decimal(1000), actor="storm")
+    markets: dict[str, int] = {}
+    for i, title in enumerate(names):
+        with transaction() as s:
+            markets[title] = open_market(
+                s,
+                MarketSpec(
+                    type="profit_streak",
+                    title=title,
+                    question_key=f"hostile:{i}:{title}",
+                    kol_a_id=kol_ids[i],
+                    kol_b_id=None,
+                    timeframe="daily",
+                    threshold=None,
+                    target_rank=None,
+                    baseline={"a": {"kol_id": kol_ids[i], "note": title}},
+                    opens_at=now - dt.timedelta(minutes=1),
+                    closes_at=now + dt.timedelta(hours=1),
+                    liquidity=Decimal(100),
+                ),
+                actor="storm",
+            )
+        bets.place_bet(
+            user_id=user, market_id=markets[title], side="YES", action="BUY", amount=Decimal(5)
+        )
+    # Operator reasons: a cancel with each hostile reason, and a re-settle of one of them.
+    for title, reason in zip(names, HOSTILE, strict=False):
+        result = operator.cancel_and_refund(
+            OPERATOR, markets[title], reason, expected_status="OPEN"
+        )
+        assert result.ok, result
+    result = operator.resettle(
+        OPERATOR, markets[HOSTILE[0]], "YES", HOSTILE[1], expected_status="CANCELLED"
+    )
+    assert result.ok, result
+    return markets
+
+
+def _streamlit(tmp_path: Path) -> Iterator[str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "streamlit.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "streamlit", "run", "app.py"),
+            *("--server.address", "127.0.0.1", "--server.port", str(port)),
+            *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
+            *("--server.fileWatcherType", "none"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
+                    break
+            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
+            time.sleep(0.3)
+        else:
+            raise AssertionError("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture()
+def dashboard(db: str, standins: Standins, tmp_path: Path) -> Iterator[str]:
+    yield from _streamlit(tmp_path)
+
+
+def _quiet(page: Page) -> None:
+    """Wait until Streamlit has finished running the script for the last interaction."""
+    page.wait_for_timeout(400)
+    page.wait_for_selector(
+        '[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=60_000
+    )
+
+
+def _login(page: Page, url: str, username: str, password: str) -> None:
+    page.goto(url)
+    _quiet(page)
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+    _quiet(page)
+
+
+def _assert_inert(page: Page, where: str) -> None:
+    assert page.evaluate("typeof window.__pwned") == "undefined", f"script ran on {where}"
+    assert page.evaluate(_INJECTED_JS) == 0, f"payload became markup on {where}"
+    errors = page.locator('[data-testid="stException"]')
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()}"
+
+
+def _navigate(page: Page, href: str) -> None:
+    page.locator(f'[data-testid="stSidebarNavLink"][href="{href}"]').click()
+    _quiet(page)
+
+
+def _visible_text(page: Page) -> str:
+    return " ".join(page.locator("body").inner_text().split())
+
+
+@pytest.mark.storm
+@pytest.mark.browser
+def test_hostile_input_reaches_the_pages_as_text_and_no_one_gets_in(
+    db: str, dashboard: str
+) -> None:
+    auth.create_account(ADMIN, ADMIN_PASSWORD, "admin")
+    auth.create_account("storm-viewer", "storm viewer password", "viewer")
+    markets = _plant_hostile_data(db)
+
+    # Through the service layer: a viewer, and no login at all, are refused and audited.
+    target = markets[HOSTILE[2]]
+    for who, code in ((VIEWER, ErrorCode.PERMISSION_DENIED), (None, ErrorCode.NOT_AUTHENTICATED)):
+        for act in (
+            partial(operator.resettle, who, target, "NO", "sneaky", expected_status="CANCELLED"),
+            partial(operator.cancel_and_refund, who, target, "x", expected_status="CANCELLED"),
+            partial(operator.retry_resolution, who, target, "sneaky"),
+        ):
+            with pytest.raises(ServiceError) as refused:
+                act()
+            assert refused.value.code is code
+    refusals = [r for r in audit.recent(limit=20) if r["result"] == "REFUSED"]
+    assert len(refusals) == 6
+    assert {r["username"] for r in refusals} == {VIEWER.username, None}
+    # A search is a parameter, and LIKE wildcards in it are literal.
+    found = market_views.list_markets(search=SQL_FRAGMENT)
+    assert [r["id"] for r in found.rows] == [markets[SQL_FRAGMENT]]
+    assert market_views.list_markets(search="%").total == 0
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
+
+            # Wrong passwords (one a SQL fragment) are refused, shown plainly, and audited.
+            for username, password in ((ADMIN, "not the password"), (SQL_FRAGMENT, SQL_FRAGMENT)):
+                _login(page, dashboard, username, password)
+                assert page.get_by_text("wrong username or password").is_visible()
+                _assert_inert(page, "login")
+            logins = audit.recent(action="login")
+            assert [r["result"] for r in logins[:2]] == ["REFUSED", "REFUSED"]
+            assert logins[0]["target"] == f"dashboard_account:{SQL_FRAGMENT}"
+
+            _login(page, dashboard, ADMIN, ADMIN_PASSWORD)
+            assert audit.recent(action="login")[0]["result"] == "OK"
+            more = page.locator('[data-testid="stSidebarNavViewButton"]')
+            if more.count():
+                more.click()
+            links = page.locator('[data-testid="stSidebarNavLink"]')
+            hrefs = [links.nth(i).get_attribute("href") or "" for i in range(links.count())]
+            assert len(hrefs) >= 2, "the navigation shows the pages"
+
+            # Every page: nothing runs, nothing breaks, and every search box takes SQL. (A page
+            # load is a new Streamlit session, logged out: move by the navigation instead.)
+            searched = 0
+            for href in hrefs:
+                _navigate(page, href)
+                _assert_inert(page, href)
+                tabs = page.get_by_role("tab")
+                for t in range(max(1, tabs.count())):
+                    if tabs.count():
+                        tabs.nth(t).click()
+                    boxes = page.locator('[data-testid="stTextInput"] input[type="text"]:visible')
+                    for i in range(boxes.count()):
+                        boxes.nth(i).fill(SQL_FRAGMENT)
+                        boxes.nth(i).press("Enter")
+                        _quiet(page)
+                        _assert_inert(page, f"{href} after searching")
+                        searched += 1
+            assert searched >= 1, "no page offered a search box"
+
+            # A market's page shows its title exactly as text.
+            markets_href = next(h for h in hrefs if h.rstrip("/").endswith("/markets"))
+            _navigate(page, markets_href)
+            for title, market_id in markets.items():
+                goto = page.locator('input[aria-label="Open market by id"]')
+                goto.fill(str(market_id))
+                goto.press("Enter")
+                _quiet(page)
+                _assert_inert(page, f"market {market_id}")
+                text_ = _visible_text(page)
+                assert f"Market #{market_id}" in text_
+                assert " ".join(title.split()) in text_, f"title of market {market_id} not shown"
+                page.get_by_role("button", name="← All markets").click()
+                _quiet(page)
+
+            # Without a login every page is the login form and nothing else.
+            anonymous = browser.new_page()
+            for href in [*hrefs, f"{dashboard}/markets?market={quote(HOSTILE[0])}"]:
+                anonymous.goto(href)
+                _quiet(anonymous)
+                assert anonymous.get_by_label("Password", exact=True).is_visible()
+                _assert_inert(anonymous, f"{href} without login")
+                assert anonymous.locator('[data-testid="stSidebarNavLink"]').count() <= 1
+                text_ = _visible_text(anonymous)
+                assert "Market health" not in text_ and "<script>" not in text_, href
+        finally:
+            browser.close()
+    with psycopg.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 1
+    assert check_integrity().ok
