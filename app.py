@@ -34,65 +34,50 @@ def logout() -> None:
     st.rerun()
 
 
+# (section, file, title, icon, url path, least role); the first page is the default.
+PAGES = [
+    ("Operations", "pages/overview.py", "Overview", "monitor_heart", "", "viewer"),
+    ("Operations", "pages/markets.py", "Markets", "storefront", "markets", "viewer"),
+    ("Operations", "pages/freshness.py", "Data freshness", "schedule", "freshness", "viewer"),
+    ("Operations", "pages/jobs.py", "Jobs", "event_repeat", "jobs", "viewer"),
+    ("Data", "pages/kol_data.py", "KOL data", "leaderboard", "kols", "viewer"),
+    ("Data", "pages/scrapes.py", "Scrapes", "travel_explore", "scrapes", "viewer"),
+    ("Money & audit", "pages/ledger.py", "Ledger & integrity", "balance", "ledger", "viewer"),
+    ("Money & audit", "pages/audit.py", "Audit log", "history", "audit", "viewer"),
+    ("Admin", "pages/accounts.py", "Accounts", "manage_accounts", "accounts", "admin"),
+]
+
 principal: Principal | None = st.session_state.get("principal")
 if principal is None:
-    st.navigation([st.Page(login_page, title="Log in", icon=":material/login:")]).run()
+    # The login form answers at every page's address, so a pasted deep link
+    # (/markets?market=42) is still the address once the user has logged in.
+    st.navigation(
+        [st.Page(login_page, title="Log in", icon=":material/login:", default=True)]
+        + [
+            st.Page(login_page, title="Log in", url_path=path)
+            for _, _, _, _, path, _ in PAGES
+            if path
+        ],
+        position="hidden",
+    ).run()
 else:
-    pages = {
-        "Operations": [
-            st.Page(
-                "pages/overview.py", title="Overview", icon=":material/monitor_heart:", default=True
-            ),
-            st.Page(
-                "pages/markets.py",
-                title="Markets",
-                icon=":material/storefront:",
-                url_path="markets",
-            ),
-            st.Page(
-                "pages/freshness.py",
-                title="Data freshness",
-                icon=":material/schedule:",
-                url_path="freshness",
-            ),
-            st.Page("pages/jobs.py", title="Jobs", icon=":material/event_repeat:", url_path="jobs"),
-        ],
-        "Data": [
-            st.Page(
-                "pages/kol_data.py",
-                title="KOL data",
-                icon=":material/leaderboard:",
-                url_path="kols",
-            ),
-            st.Page(
-                "pages/scrapes.py",
-                title="Scrapes",
-                icon=":material/travel_explore:",
-                url_path="scrapes",
-            ),
-        ],
-        "Money & audit": [
-            st.Page(
-                "pages/ledger.py",
-                title="Ledger & integrity",
-                icon=":material/balance:",
-                url_path="ledger",
-            ),
-            st.Page(
-                "pages/audit.py", title="Audit log", icon=":material/history:", url_path="audit"
-            ),
-        ],
-    }
-    if principal.can("admin"):
-        pages["Admin"] = [
-            st.Page(
-                "pages/accounts.py",
-                title="Accounts",
-                icon=":material/manage_accounts:",
-                url_path="accounts",
+    sections: dict[str, list[st.Page]] = {}
+    for section, file, title, icon, path, role in PAGES:
+        if principal.can(role):
+            sections.setdefault(section, []).append(
+                st.Page(
+                    file,
+                    title=title,
+                    icon=f":material/{icon}:",
+                    url_path=path or None,
+                    default=not path,
+                )
             )
-        ]
     with st.sidebar:
         st.caption(f"Signed in as **{principal.username}** ({principal.role})")
         st.button("Log out", on_click=logout)
-    st.navigation(pages).run()
+    page = st.navigation(sections)
+    if not page.url_path and "market" in st.query_params:
+        # A market link that reached the front page (see pages/ui.py principal) opens the market.
+        st.switch_page("pages/markets.py", query_params=st.query_params.to_dict())
+    page.run()

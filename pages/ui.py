@@ -16,10 +16,12 @@ from services.errors import ServiceError
 def principal() -> Principal:
     """The logged-in principal; app.py only runs pages after login."""
     who = st.session_state.get("principal")
-    if not isinstance(who, Principal):
-        st.error("Please log in.")
-        st.stop()
-    return who
+    if isinstance(who, Principal):
+        return who
+    # Only a page run without app.py gets here: on a fresh server, Streamlit's legacy discovery
+    # of a pages/ folder serves the very first request that way. Hand over to app.py, which asks
+    # for the login and keeps the link's query (app.py reopens a market link after login).
+    st.switch_page("app.py", query_params=st.query_params.to_dict())
 
 
 def age(now: dt.datetime, then: dt.datetime | None) -> str:
