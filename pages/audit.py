@@ -7,19 +7,20 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages.ui import principal, state_css
+from pages.ui import page_offset, pager, principal, state_css
 from services import audit
 
 PAGE_SIZE = 100
+PAGER = "audit.page"
 
 
 def _reset_page() -> None:
-    st.session_state["audit.page"] = 1
+    st.session_state[PAGER] = 1
 
 
 principal()
 st.title("Audit log")
-cols = st.columns([1.5, 1.5, 1])
+cols = st.columns(2)
 action = (
     cols[0]
     .text_input(
@@ -31,13 +32,12 @@ action = (
     .strip()
 )
 username = cols[1].text_input("User", key="audit.user", on_change=_reset_page).strip()
-page_no = cols[2].number_input("Page", min_value=1, step=1, key="audit.page")
-
-# One row more than the page, to know whether a next page exists.
-rows = audit.recent(limit=page_no * PAGE_SIZE + 1, action=action or None, username=username or None)
-shown = rows[(page_no - 1) * PAGE_SIZE : page_no * PAGE_SIZE]
+filters = {"action": action or None, "username": username or None}
+offset = page_offset(PAGER, PAGE_SIZE)
+total = audit.count(**filters)
+shown = audit.recent(limit=PAGE_SIZE, offset=offset, **filters)
 if not shown:
-    st.info("No audit entries match." if page_no == 1 else "No entries on this page.")
+    st.info("No audit entries match.")
 else:
     problems = sum(r["result"] != "OK" for r in shown)
     if problems:
@@ -65,6 +65,5 @@ else:
         width="stretch",
         column_config={"at (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},
     )
-    first = (page_no - 1) * PAGE_SIZE + 1
-    more = "; more on the next page" if len(rows) > page_no * PAGE_SIZE else ""
-    st.caption(f"Entries {first:,}–{first + len(shown) - 1:,}, newest first{more}.")
+    st.caption(f"Entries {offset + 1:,}–{offset + len(shown):,} of {total:,}, newest first.")
+pager(PAGER, total, PAGE_SIZE)

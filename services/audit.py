@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Select, func, insert, select
 
 from db.engine import read_session, transaction
 from db.models import AuditLog
@@ -43,16 +43,27 @@ def record(
         )
 
 
+def _filtered(stmt: Select[Any], action: str | None, username: str | None) -> Select[Any]:
+    if action:
+        stmt = stmt.where(AuditLog.action == action)
+    if username:
+        stmt = stmt.where(AuditLog.username == username)
+    return stmt
+
+
 def recent(
-    *, limit: int = 200, action: str | None = None, username: str | None = None
+    *, limit: int = 200, offset: int = 0, action: str | None = None, username: str | None = None
 ) -> list[dict[str, Any]]:
+    """Audit rows, newest first, `limit` of them after skipping `offset`."""
     with read_session() as session:
-        stmt = select(AuditLog).order_by(AuditLog.at.desc(), AuditLog.id.desc()).limit(limit)
-        if action:
-            stmt = stmt.where(AuditLog.action == action)
-        if username:
-            stmt = stmt.where(AuditLog.username == username)
-        rows = session.execute(stmt).scalars().all()
+        stmt = _filtered(select(AuditLog), action, username)
+        rows = (
+            session.execute(
+                stmt.order_by(AuditLog.at.desc(), AuditLog.id.desc()).offset(offset).limit(limit)
+            )
+            .scalars()
+            .all()
+        )
     return [
         {
             "at": r.at,
@@ -68,3 +79,9 @@ def recent(
         }
         for r in rows
     ]
+
+
+def count(*, action: str | None = None, username: str | None = None) -> int:
+    with read_session() as session:
+        stmt = _filtered(select(func.count()).select_from(AuditLog), action, username)
+        return session.execute(stmt).scalar_one()
