@@ -29,12 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from standins.roster import RosterKol, roster
+from standins.roster import RosterKol, roster, wallet_for
 
 VARIANTS = ("normal", "big", "odd", "layout_changed", "empty", "slow", "error")
 TIMEFRAMES = {"1": "daily", "7": "weekly", "30": "monthly"}
 BIG_ROWS = 600
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _SCALE = {"daily": 1, "weekly": 4, "monthly": 12}
 _MINUS = "\u2212"
 
@@ -93,16 +92,11 @@ def format_usd(
 # --- the data --------------------------------------------------------------------------------
 
 
-def _wallet(seed: str) -> str:
-    digest = hashlib.sha256(seed.encode()).digest() * 2
-    return "".join(_B58[b % 58] for b in digest[:44])
-
-
 def _kols(variant: str, size: int) -> list[RosterKol]:
     kols = roster()
     if variant == "big":
         kols += [
-            RosterKol(f"Trader{n:04d}", _wallet(f"synthetic:{n}"), f"trader{n:04d}")
+            RosterKol(f"Trader{n:04d}", wallet_for(f"synthetic:{n}"), f"trader{n:04d}")
             for n in range(size - len(kols))
         ]
     return kols

@@ -59,8 +59,9 @@ class RosterKol:
     x_handle: str | None
 
 
-def _wallet(seed: str) -> str:
-    digest = hashlib.sha256(seed.encode()).digest() * 2
+def wallet_for(seed: str) -> str:
+    """A base58 wallet address, 44 characters, derived from `seed`."""
+    digest = hashlib.sha512(seed.encode()).digest()
     return "".join(_B58[b % 58] for b in digest[:44])
 
 
@@ -69,7 +70,7 @@ def roster() -> list[RosterKol]:
     return [
         RosterKol(
             name=name,
-            wallet=_wallet(name),
+            wallet=wallet_for(name),
             x_handle=None if i % 7 == 6 else f"{name.lower()}_sol",
         )
         for i, name in enumerate(_NAMES)
