@@ -33,6 +33,10 @@ DEMO_PACE = {
     "FOLLOWER_REFRESH_INTERVAL_S": "60",
     "GENERATE_INTERVAL_S": "300",
     "INTEGRITY_INTERVAL_S": "60",
+    # Short windows, so the stand-ins' scheduled outages end in cancellations while you watch.
+    "RESOLUTION_GRACE_MINUTES": "3",
+    "MAX_SCRAPE_LAG_MINUTES": "6",
+    "FOLLOWER_CACHE_MAX_AGE_MINUTES": "3",
 }
 
 
@@ -73,20 +77,46 @@ def main() -> int:
         _wait_http(env["KOLSCAN_BASE_URL"] + "/leaderboard?timeframe=1")
         log.info("kolscan stand-in at %s", env["KOLSCAN_BASE_URL"])
     if not settings.x_api_configured:
-        spawn("-m", "standins.xapi_standin", "--port", str(X_API_STANDIN_PORT),
-              "--token", DEMO_X_TOKEN)
+        spawn(
+            "-m",
+            "standins.xapi_standin",
+            "--port",
+            str(X_API_STANDIN_PORT),
+            "--token",
+            DEMO_X_TOKEN,
+        )
         env["X_API_BASE_URL"] = f"http://127.0.0.1:{X_API_STANDIN_PORT}"
         env["X_API_BEARER_TOKEN"] = DEMO_X_TOKEN
         log.info("X API stand-in at %s", env["X_API_BASE_URL"])
+    if not settings.kolscan_configured and not settings.x_api_configured:
+        spawn(
+            "-m",
+            "standins.outages",
+            "--kolscan",
+            env["KOLSCAN_BASE_URL"],
+            "--xapi",
+            env["X_API_BASE_URL"],
+        )
 
     # Demo data goes through the real services, in a child that sees the final environment.
     subprocess.run([py, "-m", "services.demo"], cwd=PROJECT_ROOT, env=env, check=True)
 
     spawn("scheduler.py")
     port = str(settings.dashboard_port)
-    spawn("-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-          "--server.port", port, "--server.headless", "true",
-          "--browser.gatherUsageStats", "false")
+    spawn(
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        port,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    )
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/_stcore/health", timeout_s=60)
     print(f"\n  KOL Market Ops dashboard: {url}\n  (Ctrl-C to stop)\n", flush=True)

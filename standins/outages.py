@@ -1,0 +1,61 @@
+"""Scheduled outages of the stand-ins, for the demo only: now and then the kolscan stand-in
+answers HTTP 500 and the X API stand-in fails, through their control endpoints, so the dashboard
+shows deferrals, cancellations and refunds as well as resolutions.
+
+    python -m standins.outages --kolscan URL --xapi URL [--every 720] [--kolscan-for 240]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.request
+
+
+def _post(url: str, body: dict[str, object]) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+
+
+def in_outage(now: float, *, every_s: int, for_s: int, offset_s: int = 0) -> bool:
+    """Whether `now` falls in the first `for_s` seconds of a period of `every_s` seconds."""
+    return (now - offset_s) % every_s < for_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kolscan", required=True, help="kolscan stand-in base URL")
+    parser.add_argument("--xapi", required=True, help="X API stand-in base URL")
+    parser.add_argument("--every", type=int, default=720, help="seconds between outages")
+    parser.add_argument("--kolscan-for", type=int, default=240, help="kolscan outage seconds")
+    parser.add_argument("--xapi-for", type=int, default=180, help="X API outage seconds")
+    args = parser.parse_args()
+    kolscan_down = xapi_down = False
+    while True:
+        now = time.time()
+        want_kolscan = in_outage(now, every_s=args.every, for_s=args.kolscan_for, offset_s=120)
+        want_xapi = in_outage(now, every_s=args.every, for_s=args.xapi_for, offset_s=420)
+        try:
+            if want_kolscan != kolscan_down:
+                variant = "error" if want_kolscan else "normal"
+                _post(f"{args.kolscan}/__standin__/variant", {"variant": variant})
+                kolscan_down = want_kolscan
+                print(f"outages: kolscan stand-in now {variant}", flush=True)
+            if want_xapi != xapi_down:
+                if want_xapi:
+                    _post(f"{args.xapi}/__standin__/fault", {"kind": "error_500"})
+                else:
+                    _post(f"{args.xapi}/__standin__/clear", {})
+                xapi_down = want_xapi
+                print(f"outages: X API stand-in {'down' if want_xapi else 'up'}", flush=True)
+        except OSError as exc:  # a stand-in restarting: try again on the next tick
+            print(f"outages: {exc}", flush=True)
+        time.sleep(5)
+
+
+if __name__ == "__main__":
+    main()
