@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, insert, select
+from sqlalchemy.orm import Session
 
 from db.engine import read_session, transaction
 from db.models import AuditLog
@@ -24,23 +25,28 @@ def record(
     detail: str | None = None,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    session: Session | None = None,
 ) -> None:
-    """Write one audit row in its own transaction (a refusal is kept even when work rolls back)."""
-    with transaction() as session:
-        session.execute(
-            insert(AuditLog).values(
-                username=principal.username if principal else None,
-                role=principal.role if principal else None,
-                action=action,
-                target_type=target_type,
-                target_id=target_id,
-                reason=reason,
-                result=result,
-                detail=detail,
-                before=before,
-                after=after,
-            )
-        )
+    """Write one audit row: inside `session` when given (the action's own transaction, so the
+    change and its audit row commit together), else in a transaction of its own (a refusal is
+    kept even though the work it refused never happened)."""
+    row = insert(AuditLog).values(
+        username=principal.username if principal else None,
+        role=principal.role if principal else None,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        reason=reason,
+        result=result,
+        detail=detail,
+        before=before,
+        after=after,
+    )
+    if session is not None:
+        session.execute(row)
+        return
+    with transaction() as own:
+        own.execute(row)
 
 
 def _filtered(stmt: Select[Any], action: str | None, username: str | None) -> Select[Any]:

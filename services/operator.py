@@ -6,9 +6,9 @@ after. A double click or two operators racing reach the settlement service's row
 gets ALREADY_DONE (the market already is where they wanted it) or STATE_CHANGED (it moved
 elsewhere), which this module returns as a plain result, audited, never as an error.
 
-The audit row is written right after the action's own transaction commits (services/audit.py
-keeps one transaction per row, so a refusal is kept even when the work rolls back); the
-settlement record written inside the action's transaction also names the actor and the reason.
+An action that changes money writes its audit row inside the settlement's own transaction, so
+the change and its record commit together or not at all. Refusals, races and failures change
+nothing and are audited in a transaction of their own (kept even though the work rolled back).
 """
 
 from __future__ import annotations
@@ -174,6 +174,28 @@ def _run_audited(
         raise
 
 
+def _result(
+    action: str,
+    market_id: int,
+    outcome: Outcome,
+    message: str,
+    before: dict[str, Any],
+    after_state: dict[str, Any],
+    result: SettlementResult | None = None,
+) -> ActionResult:
+    return ActionResult(
+        action,
+        market_id,
+        outcome,
+        message,
+        _audit_state(before),
+        _audit_state(after_state),
+        bets=result.bets if result else 0,
+        users_paid=result.users_paid if result else 0,
+        total_paid=result.total_paid if result else Decimal(0),
+    )
+
+
 def _conclude(
     principal: Principal,
     action: str,
@@ -187,7 +209,6 @@ def _conclude(
     result: SettlementResult | None = None,
 ) -> ActionResult:
     """Audit how the action ended, with the market's state before and after."""
-    after = _audit_state(after_state)
     audit.record(
         principal,
         action=action,
@@ -197,18 +218,30 @@ def _conclude(
         result=outcome.value,
         detail=detail[:4000],
         before=_audit_state(before),
-        after=after,
+        after=_audit_state(after_state),
     )
-    return ActionResult(
-        action,
-        market_id,
-        outcome,
-        message,
-        _audit_state(before),
-        after,
-        bets=result.bets if result else 0,
-        users_paid=result.users_paid if result else 0,
-        total_paid=result.total_paid if result else Decimal(0),
+    return _result(action, market_id, outcome, message, before, after_state, result)
+
+
+def _audit_applied(
+    principal: Principal,
+    action: str,
+    market_id: int,
+    reason: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+) -> settlement.Attach:
+    """The OK audit row, written by the settlement inside its transaction if it applies."""
+    return lambda session: audit.record(
+        principal,
+        action=action,
+        target_type="market",
+        target_id=str(market_id),
+        reason=reason,
+        result=Outcome.OK.value,
+        before=_audit_state(before),
+        after=after,
+        session=session,
     )
 
 
@@ -224,7 +257,8 @@ def _settled(
     """The settlement service's result in the operator's words."""
     after = _state(market_id)
     if result.status is ResultStatus.APPLIED:
-        outcome, message = Outcome.OK, done_message
+        # Its audit row was committed with the change (see _audit_applied).
+        return _result(action, market_id, Outcome.OK, done_message, before, after, result)
     elif result.status is ResultStatus.ALREADY_DONE:
         outcome = Outcome.ALREADY_DONE
         message = f"Already {_describe(after)} — nothing changed."
@@ -283,6 +317,14 @@ def cancel_and_refund(
             why,
             actor=who.username,
             expected_status=expected_status,
+            attach=_audit_applied(
+                who,
+                action,
+                market_id,
+                why,
+                before,
+                {"status": "CANCELLED", "outcome": None, "cancel_reason": "OPERATOR_CANCELLED"},
+            ),
         ),
     )
     return _settled(
@@ -319,7 +361,19 @@ def resettle(
         why,
         before,
         lambda: settlement.resettle(
-            market_id, outcome, actor=who.username, reason=why, expected_status=expected_status
+            market_id,
+            outcome,
+            actor=who.username,
+            reason=why,
+            expected_status=expected_status,
+            attach=_audit_applied(
+                who,
+                action,
+                market_id,
+                why,
+                before,
+                {"status": "RESOLVED", "outcome": outcome, "cancel_reason": None},
+            ),
         ),
     )
     return _settled(

@@ -150,9 +150,11 @@ def resettle(
     reason: str,
     expected_status: str,
     fault: Fault | None = None,
+    attach: Attach | None = None,
 ) -> SettlementResult:
     """Reverse the active settlement of a RESOLVED or CANCELLED market and settle it anew with
-    `outcome`, in one transaction. `expected_status` is the status the operator saw."""
+    `outcome`, in one transaction (with `attach`'s rows, as for `settle`). `expected_status` is
+    the status the operator saw."""
     side = _outcome(outcome)
     reason = _required(reason, "reason")
     actor = _actor(actor)
@@ -165,7 +167,7 @@ def resettle(
 
     def run() -> SettlementResult:
         with transaction() as session:
-            return _settle(session, market_id, side, actor, reason, expected_status, fault, None)
+            return _settle(session, market_id, side, actor, reason, expected_status, fault, attach)
 
     return retrying(run, what=f"resettle market {market_id}")
 

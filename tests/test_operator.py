@@ -276,7 +276,16 @@ def test_cancel_refunds_every_bet_as_previewed_and_audits_before_and_after(db: s
         actor = session.scalar(
             text("SELECT actor FROM settlements WHERE market_id = :m"), {"m": s.market_id}
         )
+        # The change and its audit row were written by one database transaction.
+        same_tx = session.scalar(
+            text(
+                "SELECT (SELECT xmin FROM settlements WHERE market_id = :m)"
+                " = (SELECT xmin FROM audit_log WHERE target_id = CAST(:m AS text))"
+            ),
+            {"m": s.market_id},
+        )
     assert actor == "olga"
+    assert same_tx is True
 
 
 def test_a_double_click_cancels_once_and_says_already_done(db: str) -> None:
