@@ -397,9 +397,17 @@ def _record_attempt(
     code: ErrorCode | None = None,
     detail: str | None = None,
 ) -> None:
-    """An attempt that changed no money (deferred, or failed) in a transaction of its own."""
+    """An attempt that changed no money (deferred, or failed) in a transaction of its own.
+    Skipped when another caller (an operator's retry, an overlapping sweep) made the market
+    final meanwhile: the latest attempt of a final market is the one that made it final. The
+    row lock waits for such a settlement in flight."""
     with transaction() as session:
-        session.add(_attempt(m, p, started, result, evidence, code, detail))
+        still_open = session.execute(
+            text("SELECT 1 FROM markets WHERE id = :id AND status = 'OPEN' FOR UPDATE"),
+            {"id": m.id},
+        ).first()
+        if still_open:
+            session.add(_attempt(m, p, started, result, evidence, code, detail))
 
 
 def _attaching(
