@@ -88,6 +88,9 @@ def main() -> int:
         env["X_API_BASE_URL"] = f"http://127.0.0.1:{X_API_STANDIN_PORT}"
         env["X_API_BEARER_TOKEN"] = DEMO_X_TOKEN
         log.info("X API stand-in at %s", env["X_API_BASE_URL"])
+    # Demo data goes through the real services, in a child that sees the final environment.
+    subprocess.run([py, "-m", "services.demo"], cwd=PROJECT_ROOT, env=env, check=True)
+
     if not settings.kolscan_configured and not settings.x_api_configured:
         spawn(
             "-m",
@@ -97,10 +100,6 @@ def main() -> int:
             "--xapi",
             env["X_API_BASE_URL"],
         )
-
-    # Demo data goes through the real services, in a child that sees the final environment.
-    subprocess.run([py, "-m", "services.demo"], cwd=PROJECT_ROOT, env=env, check=True)
-
     spawn("scheduler.py")
     port = str(settings.dashboard_port)
     spawn(

@@ -21,9 +21,10 @@ def _post(url: str, body: dict[str, object]) -> None:
         pass
 
 
-def in_outage(now: float, *, every_s: int, for_s: int, offset_s: int = 0) -> bool:
-    """Whether `now` falls in the first `for_s` seconds of a period of `every_s` seconds."""
-    return (now - offset_s) % every_s < for_s
+def in_outage(elapsed: float, *, every_s: int, for_s: int, offset_s: int = 0) -> bool:
+    """Whether `elapsed` seconds after the start fall in an outage: the first one begins at
+    `offset_s`, then one of `for_s` seconds every `every_s` seconds."""
+    return elapsed >= offset_s and (elapsed - offset_s) % every_s < for_s
 
 
 def main() -> None:
@@ -33,12 +34,19 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=720, help="seconds between outages")
     parser.add_argument("--kolscan-for", type=int, default=240, help="kolscan outage seconds")
     parser.add_argument("--xapi-for", type=int, default=180, help="X API outage seconds")
+    parser.add_argument("--first-after", type=int, default=360, help="seconds to the first")
     args = parser.parse_args()
     kolscan_down = xapi_down = False
+    started = time.monotonic()
     while True:
-        now = time.time()
-        want_kolscan = in_outage(now, every_s=args.every, for_s=args.kolscan_for, offset_s=120)
-        want_xapi = in_outage(now, every_s=args.every, for_s=args.xapi_for, offset_s=420)
+        elapsed = time.monotonic() - started
+        # The first outages come a few minutes in: the demo's first markets resolve normally.
+        want_kolscan = in_outage(
+            elapsed, every_s=args.every, for_s=args.kolscan_for, offset_s=args.first_after
+        )
+        want_xapi = in_outage(
+            elapsed, every_s=args.every, for_s=args.xapi_for, offset_s=args.first_after + 300
+        )
         try:
             if want_kolscan != kolscan_down:
                 variant = "error" if want_kolscan else "normal"

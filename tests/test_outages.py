@@ -19,7 +19,9 @@ def test_outage_windows() -> None:
     assert not in_outage(60, every_s=600, for_s=60)
     assert in_outage(600, every_s=600, for_s=60)
     assert not in_outage(0, every_s=600, for_s=60, offset_s=100)
+    assert not in_outage(99, every_s=600, for_s=60, offset_s=100)
     assert in_outage(100, every_s=600, for_s=60, offset_s=100)
+    assert in_outage(700, every_s=600, for_s=60, offset_s=100)
 
 
 def test_outages_switch_the_standins(db: str, standins: Standins) -> None:
@@ -38,6 +40,8 @@ def test_outages_switch_the_standins(db: str, standins: Standins) -> None:
             "2",
             "--xapi-for",
             "2",
+            "--first-after",
+            "0",
         ],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
