@@ -120,31 +120,35 @@ def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
 
 def authenticate(username: str, password: str) -> Principal:
     """The principal for these credentials; a refusal is audited and says nothing more."""
-    with transaction() as session:
-        account = session.scalar(
-            select(DashboardAccount).where(DashboardAccount.username == username)
-        )
-        ok = False
-        if account is not None and account.active:
-            try:
-                ok = _hasher.verify(account.password_hash, password)
-            except (VerificationError, InvalidHashError):
-                ok = False
-        if ok and account is not None:
-            account.last_login_at = func.now()
-            principal = Principal(account.username, account.role)
-    if not ok:
+    principal = None
+    # PostgreSQL text cannot hold NUL: such a name matches no account.
+    if "\x00" not in username:
+        with transaction() as session:
+            account = session.scalar(
+                select(DashboardAccount).where(DashboardAccount.username == username)
+            )
+            if account is not None and account.active and _verify(account.password_hash, password):
+                account.last_login_at = func.now()
+                principal = Principal(account.username, account.role)
+    if principal is None:
         audit.record(
             None,
             action="login",
             target_type="dashboard_account",
-            target_id=username[:64],
+            target_id=username.replace("\x00", "\\0")[:64],
             result="REFUSED",
             detail="bad credentials",
         )
         raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "wrong username or password")
     audit.record(principal, action="login", result="OK")
     return principal
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def _main() -> int:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from db.models import MARKET_TYPES, TIMEFRAMES, Kol, Market
 from services import ledger
 from services.errors import ErrorCode, ServiceError
+from services.inputs import free_text
 
 LIQUIDITY_DECIMALS = 2
 
@@ -103,8 +104,11 @@ def _invalid(message: str, **details: Any) -> MarketError:
 def _validate(session: Session, spec: MarketSpec) -> None:
     if spec.type not in MARKET_TYPES:
         raise _invalid(f"unknown market type {spec.type!r}", type=spec.type)
-    if not spec.title.strip() or not spec.question_key.strip():
-        raise _invalid("a market needs a title and a question key")
+    for what, value in (("title", spec.title), ("question key", spec.question_key)):
+        try:
+            free_text(value, what=what, max_len=2000)
+        except ServiceError as exc:
+            raise _invalid(exc.message) from None
     if spec.timeframe is not None and spec.timeframe not in TIMEFRAMES:
         raise _invalid(f"unknown timeframe {spec.timeframe!r}", timeframe=spec.timeframe)
     if spec.opens_at.tzinfo is None or spec.closes_at.tzinfo is None:

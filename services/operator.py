@@ -25,6 +25,7 @@ from db.engine import read_session
 from services import audit, auth, resolver, settlement
 from services.auth import Principal
 from services.errors import ErrorCode, ServiceError
+from services.inputs import free_text
 from services.settlement import ResultStatus, SettlementResult
 
 OPERATOR = "operator"
@@ -123,13 +124,13 @@ def _describe(state: dict[str, Any]) -> str:
 
 
 def _reason(principal: Principal, action: str, market_id: int, reason: object) -> str:
-    if not isinstance(reason, str) or not reason.strip():
-        _refused(principal, action, market_id, None, "no reason given")
-        raise ServiceError(ErrorCode.REASON_REQUIRED, "a reason is required for this action")
-    if len(reason.strip()) > MAX_REASON:
-        _refused(principal, action, market_id, None, "reason too long")
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"a reason has at most {MAX_REASON} characters")
-    return reason.strip()
+    try:
+        return free_text(
+            reason, what="reason", max_len=MAX_REASON, missing=ErrorCode.REASON_REQUIRED
+        )
+    except ServiceError as exc:
+        _refused(principal, action, market_id, None, exc.message)
+        raise
 
 
 def _refused(

@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 from db.engine import read_session, retrying, transaction
 from services import ledger
 from services.errors import ErrorCode, ServiceError
+from services.inputs import free_text
 
 Fault = Callable[[str], None]
 # Extra rows written in the operation's own transaction, only when it applies.
@@ -59,6 +60,7 @@ REFUND_STEPS = SETTLE_STEPS
 REFUND_RESOLVED_STEPS = REVERSAL_STEPS + REFUND_STEPS
 
 MAX_ACTOR_LENGTH = 64
+MAX_TEXT = 10_000
 
 
 class ResultStatus(StrEnum):
@@ -242,17 +244,11 @@ def _outcome(value: object) -> Outcome:
 
 
 def _required(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ServiceError(ErrorCode.REASON_REQUIRED, f"a non-empty {what} is required")
-    return value.strip()
+    return free_text(value, what=what, max_len=MAX_TEXT, missing=ErrorCode.REASON_REQUIRED)
 
 
 def _actor(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value.strip()) > MAX_ACTOR_LENGTH:
-        raise ServiceError(
-            ErrorCode.INVALID_INPUT, f"actor must be 1 to {MAX_ACTOR_LENGTH} characters"
-        )
-    return value.strip()
+    return free_text(value, what="actor", max_len=MAX_ACTOR_LENGTH)
 
 
 def _reason_code(value: object) -> ErrorCode:

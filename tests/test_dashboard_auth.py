@@ -26,8 +26,7 @@ def test_login_shows_overview_and_wrong_password_is_refused_and_audited(db: str)
     refused = audit.recent(action="login")
     assert refused[0]["result"] == "REFUSED" and refused[0]["target"] == "dashboard_account:olga"
 
-    at = _login(AppTest.from_file("../app.py", default_timeout=30), "olga",
-                "correct horse battery")
+    at = _login(AppTest.from_file("../app.py", default_timeout=30), "olga", "correct horse battery")
     assert not at.exception
     assert at.session_state["principal"] == Principal("olga", "operator")
     assert "Market health" in [t.value for t in at.title]
@@ -63,3 +62,21 @@ def test_inactive_account_cannot_log_in(db: str) -> None:
     with pytest.raises(ServiceError):
         auth.authenticate("bob", "bob password 1")
     assert auth.authenticate("ada", "admin password 1").role == "admin"
+
+
+def test_a_nul_character_is_refused_plainly_everywhere_text_enters(db: str) -> None:
+    """PostgreSQL text cannot hold NUL: each entry point refuses it with a clear error."""
+    from services.inputs import free_text
+
+    auth.create_account("nina", "nina password 1", "viewer")
+    with pytest.raises(ServiceError) as err:
+        auth.authenticate("ni\x00na", "nina password 1")
+    assert err.value.code == ErrorCode.NOT_AUTHENTICATED
+    assert audit.recent(action="login")[0]["target"] == "dashboard_account:ni\\0na"
+    with pytest.raises(ServiceError) as err:
+        free_text("bad\x00reason", what="reason", max_len=100)
+    assert err.value.code == ErrorCode.INVALID_INPUT and "NUL" in err.value.message
+    with pytest.raises(ServiceError) as err:
+        free_text("  ", what="reason", max_len=100, missing=ErrorCode.REASON_REQUIRED)
+    assert err.value.code == ErrorCode.REASON_REQUIRED
+    assert free_text(" <b>x</b>\x07 ", what="reason", max_len=100) == "<b>x</b>\x07"
