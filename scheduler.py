@@ -95,6 +95,10 @@ def followers_job(ctx: JobContext) -> None:
     ctx.counts.update(report.counts())
 
 
+def reap_job(ctx: JobContext) -> None:
+    ctx.counts.update(jobs.reap_abandoned(older_than_s=2 * get_settings().job_timeout_s))
+
+
 def generate_job(ctx: JobContext) -> None:
     ctx.counts.update(generator.generate().counts())
 
@@ -113,6 +117,7 @@ JOBS: dict[str, Callable[[JobContext], None]] = {
     "followers": followers_job,
     "generate": generate_job,
     "integrity": integrity_job,
+    "reap": reap_job,
 }
 
 

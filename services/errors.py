@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     SCRAPE_NO_ROWS = "SCRAPE_NO_ROWS"
     SCRAPE_LAYOUT_CHANGED = "SCRAPE_LAYOUT_CHANGED"
     SCRAPE_BROWSER_ERROR = "SCRAPE_BROWSER_ERROR"
+    # A run whose process died before finishing it (kill -9, power loss).
+    ABANDONED = "ABANDONED"
 
     # Parsing one scraped row (stored on the reject).
     PARSE_MISSING_FIELD = "PARSE_MISSING_FIELD"

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.engine import read_session, transaction
 from db.models import JobRun, SchedulerInstance
+from services.errors import ErrorCode
 
 log = logging.getLogger("kolops.jobs")
 
@@ -98,6 +99,33 @@ def mark_timed_out(run_id: int, timeout_s: float) -> None:
             )
         )
     log.error("job run=%s TIMEOUT after %.0fs", run_id, timeout_s)
+
+
+def reap_abandoned(older_than_s: float) -> dict[str, int]:
+    """Close the job and scrape runs a dead process left RUNNING: a live run of either never
+    lasts `older_than_s` (jobs are bounded by their timeout, scrapes by theirs)."""
+    params = {
+        "age": older_than_s,
+        "code": ErrorCode.ABANDONED.value,
+        "why": "abandoned: the process running it stopped before finishing",
+    }
+    with transaction() as session:
+        jobs_closed = session.execute(
+            text(
+                "UPDATE job_runs SET status = 'FAILED', finished_at = now(), error = :why"
+                " WHERE status = 'RUNNING' AND started_at < now() - make_interval(secs => :age)"
+            ),
+            params,
+        ).rowcount
+        scrapes_closed = session.execute(
+            text(
+                "UPDATE scrape_runs SET status = 'FAILED', finished_at = now(),"
+                " error_code = :code, error_message = :why"
+                " WHERE status = 'RUNNING' AND started_at < now() - make_interval(secs => :age)"
+            ),
+            params,
+        ).rowcount
+    return {"job_runs": jobs_closed, "scrape_runs": scrapes_closed}
 
 
 def record_skipped(name: str, reason: str) -> None:

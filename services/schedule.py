@@ -44,5 +44,6 @@ def schedules() -> dict[str, Schedule]:
             every("followers", s.follower_refresh_interval_s),
             every("generate", s.generate_interval_s),
             every("integrity", s.integrity_interval_s),
+            every("reap", s.job_timeout_s),
         )
     }

@@ -366,3 +366,24 @@ def test_retry_now_refuses_a_market_that_is_not_due(db: str, sources: Sources) -
     assert err.value.code == ErrorCode.MARKET_NOT_OPEN
     _close(db, m, 1)
     assert resolver.retry_now(m, actor="op").resolved_yes == 1
+
+
+def test_an_attempt_is_not_recorded_against_a_market_another_caller_made_final(
+    db: str, sources: Sources
+) -> None:
+    """An overlapping pass that found no evidence must not log DEFERRED on a market that an
+    operator's retry (or another sweep) resolved meanwhile."""
+    from services import settlement
+
+    pos, _ = _positive_and_negative(sources)
+    m = _market(sources, "profit_streak", pos)
+    _close(db, m, 1)
+    [due] = resolver._claim(10, "slow-pass")
+    settlement.settle(m, "YES", actor="operator", reason="resolved by hand")
+    sources.kolscan.set_variant("error")
+    report = resolver.SweepReport()
+    p = resolver._new_pass("slow-pass")
+    resolver._gather_snapshots(p, [due])
+    resolver._handle([due], p, report)
+    assert [a["result"] for a in resolver.attempts(m)] == []
+    assert _state(m)["outcome"] == "YES"

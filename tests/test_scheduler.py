@@ -264,3 +264,28 @@ def _final(db: str) -> int:
     with psycopg.connect(db) as conn:
         row = conn.execute("SELECT count(*) FROM markets WHERE status <> 'OPEN'").fetchone()
     return row[0] if row else 0
+
+
+def test_runs_left_running_by_a_dead_process_are_reaped(db: str, standins: Standins) -> None:
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO job_runs (job, host, pid, started_at) VALUES"
+            " ('resolve', 'h', 1, now() - interval '2 hours'), ('resolve', 'h', 2, now())"
+        )
+        conn.execute(
+            "INSERT INTO scrape_runs (timeframe, trigger, source_url, started_at) VALUES"
+            " ('daily', 'SCHEDULE', 'u', now() - interval '2 hours'),"
+            " ('daily', 'SCHEDULE', 'u', now())"
+        )
+    assert scheduler.run_job("reap")
+    [(_status, counts, _error)] = _runs(db, "reap")
+    assert counts == {"job_runs": 1, "scrape_runs": 1}
+    with psycopg.connect(db) as conn:
+        jobs_left = conn.execute(
+            "SELECT pid, status FROM job_runs WHERE job = 'resolve' ORDER BY pid"
+        ).fetchall()
+        scrapes = conn.execute(
+            "SELECT status, error_code FROM scrape_runs ORDER BY started_at"
+        ).fetchall()
+    assert jobs_left == [(1, "FAILED"), (2, "RUNNING")]  # the live one is left alone
+    assert scrapes == [("FAILED", "ABANDONED"), ("RUNNING", None)]
