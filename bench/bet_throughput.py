@@ -1,5 +1,9 @@
-"""Bets per second through `place_bet` with 1, 4 and 8 concurrent clients (threads), against
-pgbench's TPC-B-like transactions per second at the same client counts on the same server.
+"""Bets per second through `place_bet` with 1, 4 and 8 concurrent clients, against pgbench's
+TPC-B-like transactions per second at the same client counts on the same server.
+
+A client is a process of its own, as pgbench's clients are independent connections and as a
+service placing bets runs several worker processes (threads of one interpreter would measure
+Python's global lock, not the database work).
 
 Each client is its own user and alternates buying a side and selling back what it bought, on
 markets shared by all clients (so clients queue on the same market row locks, as pgbench's
@@ -16,12 +20,13 @@ import _common  # sets sys.path: must come first
 
 import atexit
 import datetime as dt
+import multiprocessing as mp
 import random
 import re
 import subprocess
-import threading
 import time
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -37,6 +42,7 @@ CLIENTS = (1, 4, 8)
 MARKETS = 4
 DURATION_S = 6.0
 WARMUP_BETS = 20
+STARTUP_S = 12.0
 
 
 def setup(clients: int) -> tuple[list[int], list[int]]:
@@ -72,9 +78,19 @@ def setup(clients: int) -> tuple[list[int], list[int]]:
     return user_ids, markets
 
 
-def client(user_id: int, markets: list[int], seed: int, deadline: float, counts: list[int]) -> None:
+def client(user_id: int, markets: list[int], seed: int, start: Any, run_s: float, out: Any) -> None:
+    """One client process: warm up, wait for the common start, then bet for `run_s` seconds."""
+    for _ in range(WARMUP_BETS // 2):  # the connection pool and caches
+        bought = place_bet(
+            user_id=user_id, market_id=markets[0], side="YES", action="BUY", amount=Decimal(1)
+        )
+        place_bet(
+            user_id=user_id, market_id=markets[0], side="YES", action="SELL", amount=bought.shares
+        )
     rng = random.Random(seed)
     n = 0
+    start.wait()
+    deadline = time.monotonic() + run_s
     while time.monotonic() < deadline:
         market, side = rng.choice(markets), rng.choice(("YES", "NO"))
         bought = place_bet(
@@ -82,34 +98,24 @@ def client(user_id: int, markets: list[int], seed: int, deadline: float, counts:
         )
         place_bet(user_id=user_id, market_id=market, side=side, action="SELL", amount=bought.shares)
         n += 2
-    counts.append(n)
+    out.put(n)
 
 
 def bets_per_second(n_clients: int, user_ids: list[int], markets: list[int]) -> float:
-    for user_id in user_ids[:n_clients]:  # warm the connection pool and caches
-        for _ in range(WARMUP_BETS // 2):
-            bought = place_bet(
-                user_id=user_id, market_id=markets[0], side="YES", action="BUY", amount=Decimal(1)
-            )
-            place_bet(
-                user_id=user_id,
-                market_id=markets[0],
-                side="YES",
-                action="SELL",
-                amount=bought.shares,
-            )
-    counts: list[int] = []
-    started = time.monotonic()
-    deadline = started + DURATION_S
-    threads = [
-        threading.Thread(target=client, args=(user_ids[i], markets, i, deadline, counts))
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=client, args=(user_ids[i], markets, i, start, DURATION_S, out))
         for i in range(n_clients)
     ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.monotonic() - started)
+    for p in procs:
+        p.start()
+    time.sleep(STARTUP_S)  # every process imported, connected and warmed up
+    start.set()
+    total = sum(out.get(timeout=DURATION_S + 120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    return total / DURATION_S
 
 
 def pgbench_database(url: str) -> dict[str, str]:

@@ -55,6 +55,9 @@ def get_engine() -> Engine:
                 pool_size=10,
                 max_overflow=20,
                 pool_pre_ping=True,
+                # Sessions always end their transaction (commit, or rollback on close) before
+                # the connection returns, so the pool's own rollback would be a wasted round trip.
+                pool_reset_on_return=None,
                 connect_args={"application_name": "kolops"},
             )
             _session_factory = sessionmaker(_engine, expire_on_commit=False)
