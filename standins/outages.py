@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--kolscan", required=True, help="kolscan stand-in base URL")
     parser.add_argument("--xapi", required=True, help="X API stand-in base URL")
     parser.add_argument("--every", type=int, default=720, help="seconds between outages")
-    parser.add_argument("--kolscan-for", type=int, default=240, help="kolscan outage seconds")
+    parser.add_argument("--kolscan-for", type=int, default=330, help="kolscan outage seconds")
     parser.add_argument("--xapi-for", type=int, default=180, help="X API outage seconds")
     parser.add_argument("--first-after", type=int, default=360, help="seconds to the first")
     args = parser.parse_args()
