@@ -2,7 +2,7 @@
 answers HTTP 500 and the X API stand-in fails, through their control endpoints, so the dashboard
 shows deferrals, cancellations and refunds as well as resolutions.
 
-    python -m standins.outages --kolscan URL --xapi URL [--every 720] [--kolscan-for 240]
+    python -m standins.outages --kolscan URL --xapi URL [--every 720] [--kolscan-for 330]
 """
 
 from __future__ import annotations
