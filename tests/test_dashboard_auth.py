@@ -80,3 +80,28 @@ def test_a_nul_character_is_refused_plainly_everywhere_text_enters(db: str) -> N
         free_text("  ", what="reason", max_len=100, missing=ErrorCode.REASON_REQUIRED)
     assert err.value.code == ErrorCode.REASON_REQUIRED
     assert free_text(" <b>x</b>\x07 ", what="reason", max_len=100) == "<b>x</b>\x07"
+
+
+def test_create_admin_command_line(db: str) -> None:
+    import subprocess
+    import sys
+
+    from config import PROJECT_ROOT
+
+    def run(name: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.auth", "create-admin", name],
+            cwd=PROJECT_ROOT,
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = run("root-admin", "a long admin password")
+    assert ok.returncode == 0 and "created" in ok.stdout
+    assert auth.authenticate("root-admin", "a long admin password").role == "admin"
+    again = run("root-admin", "a long admin password")
+    assert again.returncode == 1 and "exists" in again.stderr
+    short = run("other-admin", "short")
+    assert short.returncode == 1 and "characters" in short.stderr
