@@ -211,12 +211,13 @@ def _snapshot(session: Session, run_id: int) -> Snapshot:
     )
 
 
-def _pick_run(p: _Pass, m: DueMarket) -> tuple[int, dt.datetime] | None:
-    """The earliest usable snapshot taken within [closes_at, closes_at + lag]."""
-    for run_id, at in p.runs.get(m.definition.timeframe or "", []):
-        if m.closes_at <= at <= m.closes_at + p.lag:
-            return run_id, at
-    return None
+def _runs_in_window(p: _Pass, m: DueMarket) -> list[tuple[int, dt.datetime]]:
+    """The usable snapshots taken within [closes_at, closes_at + lag], earliest first."""
+    return [
+        (run_id, at)
+        for run_id, at in p.runs.get(m.definition.timeframe or "", [])
+        if m.closes_at <= at <= m.closes_at + p.lag
+    ]
 
 
 def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
@@ -234,7 +235,7 @@ def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
             for m in markets
             if m.definition.timeframe == tf
             and m.definition.type in outcomes.LEADERBOARD_TYPES
-            and not _pick_run(p, m)
+            and not _runs_in_window(p, m)
             and p.now <= m.closes_at + p.lag
         ]
         if not needy:
@@ -264,10 +265,11 @@ def _gather_followers(p: _Pass, markets: list[DueMarket]) -> None:
     p.readings = {h.lower(): r for h, r in results.items()}
 
 
-def _snapshot_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]] | Undecided:
-    picked = _pick_run(p, m)
+def _snapshot_evidence(p: _Pass, m: DueMarket) -> list[tuple[Evidence, dict[str, Any]]] | Undecided:
+    """Every usable snapshot in the market's window, earliest first, with its record."""
+    runs = _runs_in_window(p, m)
     window = [m.closes_at.isoformat(), (m.closes_at + p.lag).isoformat()]
-    if picked is None:
+    if not runs:
         scraped = p.scraped.get(m.definition.timeframe or "")
         if scraped is not None and scraped.status == "FAILED":
             return Undecided(
@@ -279,7 +281,12 @@ def _snapshot_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
             ErrorCode.STALE_SCRAPE_DATA,
             f"no usable {m.definition.timeframe} snapshot taken within {window}",
         )
-    run_id, at = picked
+    return [_with_record(p, m, run_id, at, window) for run_id, at in runs]
+
+
+def _with_record(
+    p: _Pass, m: DueMarket, run_id: int, at: dt.datetime, window: list[str]
+) -> tuple[Evidence, dict[str, Any]]:
     if run_id not in p.snapshots:
         with read_session() as session:
             p.snapshots[run_id] = _snapshot(session, run_id)
@@ -287,17 +294,15 @@ def _snapshot_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
 
     def stats(wallet: str | None) -> dict[str, Any] | None:
         s = snap.rows.get(wallet or "")
-        return (
-            None
-            if s is None
-            else {
-                "rank": s.rank,
-                "wins": s.wins,
-                "losses": s.losses,
-                "sol_gain": str(s.sol_gain),
-                "usd_gain": str(s.usd_gain),
-            }
-        )
+        if s is None:
+            return None
+        return {
+            "rank": s.rank,
+            "wins": s.wins,
+            "losses": s.losses,
+            "sol_gain": str(s.sol_gain),
+            "usd_gain": str(s.usd_gain),
+        }
 
     record = {
         "source": "scrape_run",
@@ -310,6 +315,20 @@ def _snapshot_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
         "kol_b": stats(m.definition.kol_b),
     }
     return Evidence(snapshot=snap), record
+
+
+def _decide(
+    m: DueMarket, candidates: list[tuple[Evidence, dict[str, Any]]]
+) -> tuple[outcomes.Decision, dict[str, Any]]:
+    """Decide from the earliest snapshot in the window; when a KOL the question needs is missing
+    from it (a partial scrape), the next snapshot in the window may still have them."""
+    last = len(candidates) - 1
+    for i, (evidence, record) in enumerate(candidates):
+        decision = outcomes.decide(m.definition, evidence)
+        missing = isinstance(decision, Undecided) and decision.code is ErrorCode.MISSING_KOL_DATA
+        if not missing or i == last:
+            return decision, dict(record)
+    raise AssertionError("no candidate snapshot")
 
 
 def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]] | Undecided:
@@ -473,18 +492,19 @@ def _resolve_one(
 ) -> None:
     started = dt.datetime.now(dt.UTC)
     past_grace = p.now >= m.closes_at + p.grace
+    gathered: list[tuple[Evidence, dict[str, Any]]] | Undecided
     if m.definition.type in outcomes.FOLLOWER_TYPES:
-        gathered = _follower_evidence(p, m)
+        follower = _follower_evidence(p, m)
+        gathered = follower if isinstance(follower, Undecided) else [follower]
     elif m.definition.type in outcomes.LEADERBOARD_TYPES:
         gathered = _snapshot_evidence(p, m)
     else:
         gathered = Undecided(ErrorCode.MISSING_METADATA, f"unknown type {m.definition.type!r}")
+    decision: outcomes.Decision
     if isinstance(gathered, Undecided):
-        decision: outcomes.Decision = gathered
-        evidence: dict[str, Any] = {}
+        decision, evidence = gathered, {}
     else:
-        decision = outcomes.decide(m.definition, gathered[0])
-        evidence = gathered[1]
+        decision, evidence = _decide(m, gathered)
     evidence["decided_at"] = started.isoformat()
 
     if isinstance(decision, Undecided):

@@ -387,3 +387,22 @@ def test_an_attempt_is_not_recorded_against_a_market_another_caller_made_final(
     resolver._handle([due], p, report)
     assert [a["result"] for a in resolver.attempts(m)] == []
     assert _state(m)["outcome"] == "YES"
+
+
+def test_a_kol_missing_from_a_partial_snapshot_is_read_from_the_next_in_the_window(
+    db: str, sources: Sources
+) -> None:
+    from services import scraper
+
+    pos, _ = _positive_and_negative(sources)
+    m = _market(sources, "profit_streak", pos)
+    _close(db, m, 5)
+    first = scraper.scrape_leaderboard("daily", trigger="MANUAL")
+    second = scraper.scrape_leaderboard("daily", trigger="MANUAL")
+    with psycopg.connect(db) as conn:  # the first snapshot lost KOL A's row (a reject)
+        conn.execute(
+            "DELETE FROM scraped_kols WHERE run_id = %s AND wallet = %s", (first.run_id, pos.wallet)
+        )
+    assert resolver.sweep().resolved_yes == 1
+    assert resolver.attempts(m)[0]["evidence"]["run_id"] == second.run_id
+    assert len(_scrape_runs(db)) == 2  # no on-demand scrape: the window had snapshots
