@@ -19,6 +19,7 @@ import _common  # sets sys.path: must come first
 
 # isort: split
 
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +29,9 @@ import psycopg
 
 from services import freshness, jobs, kol_views, ledger_views, scrape_views
 from services.auth import Principal
+
+# Pages rendered outside a server make Streamlit warn on every call; the table is what counts.
+logging.getLogger("streamlit").setLevel(logging.ERROR)
 
 KOLS = 2_000
 USERS = 10_000
