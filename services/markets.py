@@ -19,6 +19,8 @@ from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
 
 LIQUIDITY_DECIMALS = 2
+# Titles are shown, never parsed: the bound only stops absurd input.
+MAX_TEXT_LENGTH = 20_000
 
 
 class MarketError(ServiceError):
@@ -106,7 +108,7 @@ def _validate(session: Session, spec: MarketSpec) -> None:
         raise _invalid(f"unknown market type {spec.type!r}", type=spec.type)
     for what, value in (("title", spec.title), ("question key", spec.question_key)):
         try:
-            free_text(value, what=what, max_len=2000)
+            free_text(value, what=what, max_len=MAX_TEXT_LENGTH)
         except ServiceError as exc:
             raise _invalid(exc.message) from None
     if spec.timeframe is not None and spec.timeframe not in TIMEFRAMES:

@@ -124,11 +124,15 @@ def _describe(state: dict[str, Any]) -> str:
 
 
 def _reason(principal: Principal, action: str, market_id: int, reason: object) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        _refused(principal, action, market_id, None, "no reason given")
+        raise ServiceError(ErrorCode.REASON_REQUIRED, "a reason is required for this action")
+    if len(reason.strip()) > MAX_REASON:
+        _refused(principal, action, market_id, None, "reason too long")
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"a reason has at most {MAX_REASON} characters")
     try:
-        return free_text(
-            reason, what="reason", max_len=MAX_REASON, missing=ErrorCode.REASON_REQUIRED
-        )
-    except ServiceError as exc:
+        return free_text(reason, what="reason", max_len=MAX_REASON)
+    except ServiceError as exc:  # a NUL character
         _refused(principal, action, market_id, None, exc.message)
         raise
 

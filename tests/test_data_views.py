@@ -516,6 +516,7 @@ def test_job_schedule_shows_next_run_after_the_last(db: str) -> None:
         "followers",
         "generate",
         "integrity",
+        "reap",
     }
     resolve = jobs["resolve"]
     interval = dt.timedelta(seconds=get_settings().resolve_interval_s)

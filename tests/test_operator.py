@@ -207,7 +207,7 @@ def test_a_reason_is_required_and_its_absence_is_audited(db: str, reason: Any) -
     assert market_row(s.market_id)["status"] == "OPEN"
     assert settlement_count(s.market_id) == {}
     [row] = market_audit(s.market_id)
-    assert row["result"] == "REFUSED" and row["detail"] == "a non-empty reason is required"
+    assert row["result"] == "REFUSED" and row["detail"] == "no reason given"
 
 
 def test_bad_input_is_refused_and_changes_nothing(db: str) -> None:
