@@ -581,19 +581,24 @@ def _handle(
             _resolve_one(m, p, report, settle_fault)
         except Exception as exc:  # the error boundary: one market never stops the others
             report.errors += 1
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
             log.exception("market=%s resolution error", m.id)
+            now = dt.datetime.now(dt.UTC)
             try:
-                _record_attempt(
-                    m,
-                    p,
-                    dt.datetime.now(dt.UTC),
-                    "ERROR",
-                    {},
-                    ErrorCode.INTERNAL_ERROR,
-                    detail[:4000],
-                )
-                _release(m.id)
+                if p.now >= m.closes_at + p.grace:
+                    # An error that outlasts the grace period is not going away: refund.
+                    _cancel(
+                        m,
+                        p,
+                        now,
+                        ErrorCode.INTERNAL_ERROR,
+                        f"resolution kept failing: {detail}",
+                        {},
+                        report,
+                    )
+                else:
+                    _record_attempt(m, p, now, "ERROR", {}, ErrorCode.INTERNAL_ERROR, detail)
+                    _release(m.id)
             except Exception:
                 log.exception("market=%s could not record its failed attempt", m.id)
 

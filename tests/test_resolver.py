@@ -406,3 +406,29 @@ def test_a_kol_missing_from_a_partial_snapshot_is_read_from_the_next_in_the_wind
     assert resolver.sweep().resolved_yes == 1
     assert resolver.attempts(m)[0]["evidence"]["run_id"] == second.run_id
     assert len(_scrape_runs(db)) == 2  # no on-demand scrape: the window had snapshots
+
+
+def test_an_unexpected_error_retries_within_grace_then_cancels_and_refunds(
+    db: str, sources: Sources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in deciding (injected here) never resolves the market: the attempt is an ERROR,
+    retried while the grace period lasts, then the market is cancelled and refunded."""
+    from services import outcomes
+
+    def broken(*_args: object) -> outcomes.Decision:
+        raise RuntimeError("injected bug in an outcome rule")
+
+    monkeypatch.setattr(outcomes, "decide", broken)
+    pos, _ = _positive_and_negative(sources)
+    m = _market(sources, "profit_streak", pos)
+    uids = _bettors(m)
+    _close(db, m, 1)
+    assert resolver.sweep().errors == 1
+    assert _state(m)["status"] == "OPEN"
+    assert resolver.attempts(m)[0]["result"] == "ERROR"
+    _close(db, m, 31)
+    report = resolver.sweep()
+    assert report.errors == 1 and report.cancelled == 1
+    assert _state(m)["cancel_reason"] == "INTERNAL_ERROR" and _state(m)["outcome"] is None
+    assert [_balance(u) for u in uids] == [Decimal("100"), Decimal("100")]
+    assert check_integrity().ok
