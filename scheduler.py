@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     specs = job_specs()
     if args.list:
-        for spec in specs.values():
-            print(f"{spec.name:<20} {spec.trigger()}")
+        for sched in schedules().values():
+            print(f"{sched.name:<20} {sched.describe}")
         return 0
     if args.once:
         if args.once not in specs:

@@ -229,7 +229,7 @@ def job_schedule() -> list[dict[str, Any]]:
         out.append(
             {
                 "job": name,
-                "schedule": str(trigger),
+                "schedule": sched.describe,
                 "last_status": run["last_status"] if run else None,
                 "last_started_at": previous,
                 "last_finished_at": run["last_finished_at"] if run else None,

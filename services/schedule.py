@@ -25,16 +25,27 @@ class Schedule:
     name: str
     trigger: Callable[[], BaseTrigger]  # a fresh trigger each time a scheduler is built
     misfire_grace_s: int
+    describe: str  # for people: "every 60 s", "cron */15 * * * * (UTC)"
 
 
 def schedules() -> dict[str, Schedule]:
     s = get_settings()
 
     def every(name: str, seconds: int) -> Schedule:
-        return Schedule(name, lambda: IntervalTrigger(seconds=seconds), max(1, seconds // 2))
+        return Schedule(
+            name,
+            lambda: IntervalTrigger(seconds=seconds),
+            max(1, seconds // 2),
+            f"every {seconds} s",
+        )
 
     def cron(name: str) -> Schedule:
-        return Schedule(name, lambda: CronTrigger.from_crontab(s.scrape_cron, timezone=dt.UTC), 60)
+        return Schedule(
+            name,
+            lambda: CronTrigger.from_crontab(s.scrape_cron, timezone=dt.UTC),
+            60,
+            f"cron {s.scrape_cron} (UTC)",
+        )
 
     return {
         sched.name: sched
