@@ -109,15 +109,8 @@ def open_account(
     return account_id
 
 
-def balance(session: Session, account_id: int) -> Decimal:
-    value = session.scalar(select(Account.balance).where(Account.id == account_id))
-    if value is None:
-        raise LedgerError(ErrorCode.NOT_FOUND, f"account {account_id} does not exist")
-    return value
-
-
 def ledger_balance(session: Session, account_id: int) -> Decimal:
-    """The account's balance recomputed from its entries (what `balance` must equal)."""
+    """The account's balance recomputed from its entries (what `accounts.balance` must equal)."""
     total = session.scalar(
         select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
             LedgerEntry.account_id == account_id
