@@ -34,7 +34,7 @@ DEMO_PACE = {
     "GENERATE_INTERVAL_S": "300",
     "INTEGRITY_INTERVAL_S": "60",
     # Short windows, so the stand-ins' scheduled outages end in cancellations while you watch.
-    "RESOLUTION_GRACE_MINUTES": "3",
+    "RESOLUTION_GRACE_MINUTES": "1",
     "MAX_SCRAPE_LAG_MINUTES": "6",
     "FOLLOWER_CACHE_MAX_AGE_MINUTES": "3",
 }

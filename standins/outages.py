@@ -2,7 +2,7 @@
 answers HTTP 500 and the X API stand-in fails, through their control endpoints, so the dashboard
 shows deferrals, cancellations and refunds as well as resolutions.
 
-    python -m standins.outages --kolscan URL --xapi URL [--every 720] [--kolscan-for 330]
+    python -m standins.outages --kolscan URL --xapi URL [--every 900] [--kolscan-for 400]
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kolscan", required=True, help="kolscan stand-in base URL")
     parser.add_argument("--xapi", required=True, help="X API stand-in base URL")
-    parser.add_argument("--every", type=int, default=720, help="seconds between outages")
-    parser.add_argument("--kolscan-for", type=int, default=330, help="kolscan outage seconds")
-    parser.add_argument("--xapi-for", type=int, default=180, help="X API outage seconds")
+    parser.add_argument("--every", type=int, default=900, help="seconds between outages")
+    parser.add_argument("--kolscan-for", type=int, default=400, help="kolscan outage seconds")
+    parser.add_argument("--xapi-for", type=int, default=240, help="X API outage seconds")
     parser.add_argument("--first-after", type=int, default=360, help="seconds to the first")
     args = parser.parse_args()
     kolscan_down = xapi_down = False
