@@ -129,6 +129,11 @@ class Kol(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
+# Which scrape runs count as evidence (for resolution, generation and the dashboard): succeeded
+# fully or partly, not quarantined by an analyst. One definition, used by every such query.
+USABLE_RUN = "status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined AND snapshot_at IS NOT NULL"
+
+
 class ScrapeRun(Base):
     __tablename__ = "scrape_runs"
     __table_args__ = (

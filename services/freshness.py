@@ -20,8 +20,9 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import read_session
+from db.models import USABLE_RUN
 from services.jobs import last_run_per_job
-from services.kol_views import USABLE_RUN, Paged, check_page
+from services.kol_views import Paged, check_page
 from services.schedule import schedules
 
 TIMEFRAMES = ("daily", "weekly", "monthly")
@@ -150,7 +151,7 @@ def scrape_ages() -> list[ScrapeAge]:
 # follower market needs a handle and a cached count usable at its close (the X API may still
 # answer, so these are at risk, not doomed); a leaderboard market needs a timeframe and a usable
 # snapshot taken within [closes_at, closes_at + lag].
-_BLOCKED = """
+_BLOCKED = f"""
     SELECT d.id AS market_id, d.type, d.title, d.closes_at,
            CASE WHEN d.code = 'MISSING_METADATA' THEN now()
                 ELSE d.closes_at + least(:grace, :lag) END AS cancel_at,
@@ -165,8 +166,7 @@ _BLOCKED = """
                              THEN 'STALE_FOLLOWER_DATA' END
                       WHEN m.timeframe IS NULL THEN 'MISSING_METADATA'
                       WHEN NOT EXISTS (SELECT 1 FROM scrape_runs r
-                           WHERE r.timeframe = m.timeframe AND r.status IN ('SUCCESS', 'PARTIAL')
-                             AND NOT r.quarantined
+                           WHERE r.timeframe = m.timeframe AND {USABLE_RUN}
                              AND r.snapshot_at BETWEEN m.closes_at AND m.closes_at + :lag)
                       THEN 'STALE_SCRAPE_DATA' END AS code
           FROM markets m JOIN kols k ON k.id = m.kol_a_id

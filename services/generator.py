@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import read_session, transaction
+from db.models import USABLE_RUN
 from services import outcomes
 from services.errors import ErrorCode, ServiceError
 from services.markets import MarketSpec, open_market
@@ -68,9 +69,8 @@ def _latest_run(timeframe: str) -> tuple[int, dt.datetime, list[Row]] | None:
     with read_session() as s:
         run = s.execute(
             text(
-                "SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf"
-                " AND status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"
-                " AND snapshot_at IS NOT NULL ORDER BY snapshot_at DESC LIMIT 1"
+                f"SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf AND {USABLE_RUN}"
+                " ORDER BY snapshot_at DESC LIMIT 1"
             ),
             {"tf": timeframe},
         ).first()

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import read_session
+from db.models import USABLE_RUN
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,7 @@ def market_health() -> Health:
         scrapes = dict(
             s.execute(
                 text(
-                    "SELECT timeframe, max(snapshot_at) FROM scrape_runs"
-                    " WHERE status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"
+                    f"SELECT timeframe, max(snapshot_at) FROM scrape_runs WHERE {USABLE_RUN}"
                     " GROUP BY timeframe"
                 )
             ).all()

@@ -15,9 +15,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.engine import read_session
+from db.models import USABLE_RUN
 from services.errors import ErrorCode, ServiceError
 
-USABLE_RUN = "status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined AND snapshot_at IS NOT NULL"
 DEFAULT_MIN_JUMP = 10
 MAX_PAGE = 500
 

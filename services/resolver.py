@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from config import get_settings
 from db.engine import read_session, transaction
-from db.models import ResolutionAttempt
+from db.models import USABLE_RUN, ResolutionAttempt
 from services import followers, outcomes, scraper, settlement
 from services.errors import ErrorCode, ServiceError
 from services.outcomes import Definition, Evidence, KolStats, Outcome, Snapshot, Undecided
@@ -188,9 +188,8 @@ def _runs(session: Session, timeframe: str) -> list[tuple[int, dt.datetime]]:
         (r.id, r.snapshot_at)
         for r in session.execute(
             text(
-                "SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf"
-                " AND status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"
-                " AND snapshot_at IS NOT NULL AND snapshot_at > now() - interval '40 days'"
+                f"SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf AND {USABLE_RUN}"
+                " AND snapshot_at > now() - interval '40 days'"
                 " ORDER BY snapshot_at"
             ),
             {"tf": timeframe},
