@@ -1,8 +1,9 @@
 """Engine and unit of work: the one way code outside `db/` talks to PostgreSQL.
 
 A service opens `with transaction() as session:` and everything inside commits together or not at
-all. `retrying` re-runs a whole transaction on a deadlock or serialization failure, a bounded
-number of times, so callers never see those transient errors.
+all. `retrying(work)` runs `work(session)` in a transaction and runs it again in a fresh one on a
+deadlock or serialization failure, a bounded number of times, so callers never see those
+transient errors.
 """
 
 from __future__ import annotations
@@ -104,11 +105,13 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and isinstance(exc.orig, _RETRYABLE)
 
 
-def retrying(fn: Callable[[], T], *, attempts: int = 8, what: str = "transaction") -> T:
-    """Run `fn` (which opens its own transaction) again on deadlock/serialization failure."""
+def retrying(work: Callable[[Session], T], *, attempts: int = 8, what: str = "transaction") -> T:
+    """Run `work` in a transaction of its own; on a deadlock or serialization failure the whole
+    transaction rolls back and `work` runs again in a fresh one."""
     for attempt in range(1, attempts + 1):
         try:
-            return fn()
+            with transaction() as session:
+                return work(session)
         except DBAPIError as exc:
             if not is_retryable(exc) or attempt == attempts:
                 raise

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from db.engine import retrying, transaction
+from db.engine import retrying
 from db.models import MONEY_SCALE
 from services import ledger, pricing
 from services.errors import ErrorCode, ServiceError
@@ -84,11 +84,10 @@ def place_bet(
     if not _is_id(market_id):
         raise BetError(ErrorCode.UNKNOWN_MARKET, f"market {market_id!r} does not exist")
 
-    def attempt() -> BetReceipt:
-        with transaction() as session:
-            return _place(session, user_id, market_id, side_, action_, amount, limits, actor)
-
-    return retrying(attempt, what="place_bet")
+    return retrying(
+        lambda session: _place(session, user_id, market_id, side_, action_, amount, limits, actor),
+        what="place_bet",
+    )
 
 
 def _is_id(value: object) -> bool:

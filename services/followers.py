@@ -144,12 +144,11 @@ def fetch_followers(
     }
     unique = {r.handle: r for r in readings.values() if isinstance(r, FollowerReading)}
 
-    def write() -> None:
-        with transaction() as session:
-            if unique:
-                _store(session, list(unique.values()))
-            for status in statuses:
-                _record_status(session, status)
+    def write(session: Session) -> None:
+        if unique:
+            _store(session, list(unique.values()))
+        for status in statuses:
+            _record_status(session, status)
 
     retrying(write, what="fetch_followers")
     return readings

@@ -147,7 +147,9 @@ def scrape_leaderboard(
 
     started = time.perf_counter()
     try:
-        status = retrying(lambda: _store(run_id, timeframe, snapshot), what="store scrape")
+        status = retrying(
+            lambda session: _store(session, run_id, timeframe, snapshot), what="store scrape"
+        )
     except BaseException as exc:
         _finish_failed(run_id, timeframe, _Failure(ErrorCode.INTERNAL_ERROR, repr(exc)), timings)
         raise
@@ -299,62 +301,60 @@ def _start_run(timeframe: str, trigger: str, url: str) -> int:
     return run_id
 
 
-def _store(run_id: int, timeframe: str, snapshot: _Snapshot) -> str:
+def _store(s: Session, run_id: int, timeframe: str, snapshot: _Snapshot) -> str:
     """KOLs, their rows and the rejects, and the run's end: one transaction."""
     status = "PARTIAL" if snapshot.rejects else "SUCCESS"
-    with transaction() as s:
-        kol_ids: dict[str, int] = {}
-        if snapshot.parsed:
-            upsert = pg_insert(Kol)
-            upsert = upsert.on_conflict_do_update(
-                index_elements=[Kol.wallet],
-                set_={
-                    "display_name": upsert.excluded.display_name,
-                    # A handle missing from one snapshot does not erase the one we know.
-                    "x_handle": func.coalesce(upsert.excluded.x_handle, Kol.x_handle),
-                    "updated_at": func.now(),
-                },
-            ).returning(Kol.id, Kol.wallet)
-            # Wallet order: concurrent scrapes lock the same KOLs in the same order.
-            kols = sorted(snapshot.parsed, key=lambda r: r.wallet)
-            params = [
-                {"display_name": r.username, "wallet": r.wallet, "x_handle": r.x_handle}
-                for r in kols
-            ]
-            kol_ids = {wallet: kol_id for kol_id, wallet in s.execute(upsert, params)}
-            s.execute(
-                insert(ScrapedKol),
-                [
-                    {
-                        "run_id": run_id,
-                        "kol_id": kol_ids[r.wallet],
-                        "rank": r.rank,
-                        "username": r.username,
-                        "wallet": r.wallet,
-                        "x_handle": r.x_handle,
-                        "wins": r.wins,
-                        "losses": r.losses,
-                        "sol_gain": r.sol_gain,
-                        "usd_gain": r.usd_gain,
-                        "timeframe": timeframe,
-                        "scraped_at": snapshot.snapshot_at,
-                    }
-                    for r in snapshot.parsed
-                ],
-            )
-        _insert_rejects(s, run_id, snapshot.rejects)
+    kol_ids: dict[str, int] = {}
+    if snapshot.parsed:
+        upsert = pg_insert(Kol)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[Kol.wallet],
+            set_={
+                "display_name": upsert.excluded.display_name,
+                # A handle missing from one snapshot does not erase the one we know.
+                "x_handle": func.coalesce(upsert.excluded.x_handle, Kol.x_handle),
+                "updated_at": func.now(),
+            },
+        ).returning(Kol.id, Kol.wallet)
+        # Wallet order: concurrent scrapes lock the same KOLs in the same order.
+        kols = sorted(snapshot.parsed, key=lambda r: r.wallet)
+        params = [
+            {"display_name": r.username, "wallet": r.wallet, "x_handle": r.x_handle} for r in kols
+        ]
+        kol_ids = {wallet: kol_id for kol_id, wallet in s.execute(upsert, params)}
         s.execute(
-            update(ScrapeRun)
-            .where(ScrapeRun.id == run_id)
-            .values(
-                status=status,
-                finished_at=func.now(),
-                snapshot_at=snapshot.snapshot_at,
-                rows_found=snapshot.rows_found,
-                rows_stored=len(snapshot.parsed),
-                rows_rejected=len(snapshot.rejects),
-            )
+            insert(ScrapedKol),
+            [
+                {
+                    "run_id": run_id,
+                    "kol_id": kol_ids[r.wallet],
+                    "rank": r.rank,
+                    "username": r.username,
+                    "wallet": r.wallet,
+                    "x_handle": r.x_handle,
+                    "wins": r.wins,
+                    "losses": r.losses,
+                    "sol_gain": r.sol_gain,
+                    "usd_gain": r.usd_gain,
+                    "timeframe": timeframe,
+                    "scraped_at": snapshot.snapshot_at,
+                }
+                for r in snapshot.parsed
+            ],
         )
+    _insert_rejects(s, run_id, snapshot.rejects)
+    s.execute(
+        update(ScrapeRun)
+        .where(ScrapeRun.id == run_id)
+        .values(
+            status=status,
+            finished_at=func.now(),
+            snapshot_at=snapshot.snapshot_at,
+            rows_found=snapshot.rows_found,
+            rows_stored=len(snapshot.parsed),
+            rows_rejected=len(snapshot.rejects),
+        )
+    )
     return status
 
 

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.engine import read_session, retrying, transaction
+from db.engine import read_session, retrying
 from services import ledger
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
@@ -137,11 +137,10 @@ def settle(
             expected_status=expected_status,
         )
 
-    def run() -> SettlementResult:
-        with transaction() as session:
-            return _settle(session, market_id, side, actor, reason, "OPEN", fault, attach)
-
-    return retrying(run, what=f"settle market {market_id}")
+    return retrying(
+        lambda session: _settle(session, market_id, side, actor, reason, "OPEN", fault, attach),
+        what=f"settle market {market_id}",
+    )
 
 
 def resettle(
@@ -167,11 +166,12 @@ def resettle(
             expected_status=expected_status,
         )
 
-    def run() -> SettlementResult:
-        with transaction() as session:
-            return _settle(session, market_id, side, actor, reason, expected_status, fault, attach)
-
-    return retrying(run, what=f"resettle market {market_id}")
+    return retrying(
+        lambda session: _settle(
+            session, market_id, side, actor, reason, expected_status, fault, attach
+        ),
+        what=f"resettle market {market_id}",
+    )
 
 
 def cancel_and_refund(
@@ -196,11 +196,12 @@ def cancel_and_refund(
             expected_status=expected_status,
         )
 
-    def run() -> SettlementResult:
-        with transaction() as session:
-            return _refund(session, market_id, code, detail, actor, expected_status, fault, attach)
-
-    return retrying(run, what=f"cancel market {market_id}")
+    return retrying(
+        lambda session: _refund(
+            session, market_id, code, detail, actor, expected_status, fault, attach
+        ),
+        what=f"cancel market {market_id}",
+    )
 
 
 def preview_settle(market_id: int, outcome: str) -> SettlementPreview:
