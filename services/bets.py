@@ -6,6 +6,10 @@ in a cycle), check the market is open by database time, check the balance or the
 price the trade with `services.pricing`, then write the bet, the position, the pools and the
 user's bet count in one statement and post one balanced ledger transaction `bet:<bet_id>`.
 
+This is the hot path, so it runs on `db.engine.pipelined` in two round trips: BEGIN and both
+locks travel together, and so do the writes, the ledger post and COMMIT. The bet's id is drawn
+with the market lock so that its ledger transaction can be queued behind it.
+
 Row semantics other services rely on (settlement, refunds):
 - bets.amount: BUY the gross money paid (fee included), SELL the money received; bets.fee is 0
   on a SELL; bets.shares the shares bought or sold; price_before/after the traded side's price.
@@ -19,12 +23,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+import psycopg
+from psycopg.rows import namedtuple_row
 
 from config import get_settings
-from db.engine import retrying
+from db.engine import pipelined, retrying
 from db.models import MONEY_SCALE
 from services import ledger, pricing
 from services.errors import ErrorCode, ServiceError
@@ -84,10 +89,16 @@ def place_bet(
     if not _is_id(market_id):
         raise BetError(ErrorCode.UNKNOWN_MARKET, f"market {market_id!r} does not exist")
 
-    return retrying(
-        lambda session: _place(session, user_id, market_id, side_, action_, amount, limits, actor),
-        what="place_bet",
-    )
+    try:
+        return retrying(
+            lambda conn: _place(conn, user_id, market_id, side_, action_, amount, limits, actor),
+            unit=pipelined,
+            what="place_bet",
+        )
+    except psycopg.IntegrityError as exc:  # the database's last word on the ledger post
+        if (refused := ledger.refusal(exc)) is None:
+            raise
+        raise refused from None
 
 
 def _is_id(value: object) -> bool:
@@ -95,60 +106,59 @@ def _is_id(value: object) -> bool:
 
 
 # The escrow and fee account ids ride along with the market lock: no extra round trips.
-_LOCK_MARKET = text(
+_LOCK_MARKET = (
     "SELECT m.status, m.opens_at <= now() AS started, m.closes_at > now() AS before_close,"
     " m.pool_yes, m.pool_no, e.id AS escrow_account,"
-    " (SELECT id FROM accounts WHERE kind = 'FEE') AS fee_account"
+    " (SELECT id FROM accounts WHERE kind = 'FEE') AS fee_account,"
+    " nextval(pg_get_serial_sequence('bets', 'id')) AS bet_id"
     " FROM markets m JOIN accounts e ON e.market_id = m.id"
-    " WHERE m.id = :market_id FOR UPDATE OF m"
+    " WHERE m.id = %(market_id)s FOR UPDATE OF m"
 )
 
 # A separate statement, so its snapshot is taken once the market lock is held: the position
 # (only ever changed under that lock) is current. The account row is locked with the user so
 # that, after waiting on another bet of the same user, the balance re-read is current too.
-_LOCK_USER = text(
+_LOCK_USER = (
     "SELECT a.id AS account, a.balance, coalesce(p.shares, 0) AS held"
     " FROM users u JOIN accounts a ON a.user_id = u.id"
     " LEFT JOIN positions p"
-    "   ON p.user_id = u.id AND p.market_id = :market_id AND p.side = :side"
-    " WHERE u.id = :user_id FOR UPDATE OF u, a"
+    "   ON p.user_id = u.id AND p.market_id = %(market_id)s AND p.side = %(side)s"
+    " WHERE u.id = %(user_id)s FOR UPDATE OF u, a"
 )
 
 _POSITION_BUY = (
     "INSERT INTO positions (user_id, market_id, side, shares, paid_in, received)"
-    " VALUES (:user_id, :market_id, :side, :shares, :money, 0)"
+    " VALUES (%(user_id)s, %(market_id)s, %(side)s, %(shares)s, %(money)s, 0)"
     " ON CONFLICT (user_id, market_id, side) DO UPDATE"
     " SET shares = positions.shares + EXCLUDED.shares,"
     "     paid_in = positions.paid_in + EXCLUDED.paid_in"
 )
 # A sale needs a position (the shares held were checked under the locks).
 _POSITION_SELL = (
-    "UPDATE positions SET shares = shares - :shares, received = received + :money"
-    " WHERE user_id = :user_id AND market_id = :market_id AND side = :side"
+    "UPDATE positions SET shares = shares - %(shares)s, received = received + %(money)s"
+    " WHERE user_id = %(user_id)s AND market_id = %(market_id)s AND side = %(side)s"
 )
 
 
 def _write(position_sql: str) -> str:
     return (
         "WITH bet AS ("
-        "  INSERT INTO bets (market_id, user_id, side, action, amount, fee, shares,"
+        "  INSERT INTO bets (id, market_id, user_id, side, action, amount, fee, shares,"
         "                    price_before, price_after)"
-        "  VALUES (:market_id, :user_id, :side, :action, :money, :fee, :shares,"
-        "          :price_before, :price_after)"
-        "  RETURNING id),"
+        "  VALUES (%(bet_id)s, %(market_id)s, %(user_id)s, %(side)s, %(action)s, %(money)s,"
+        "          %(fee)s, %(shares)s, %(price_before)s, %(price_after)s)),"
         f" position AS ({position_sql}),"
-        " pools AS (UPDATE markets SET pool_yes = :pool_yes, pool_no = :pool_no"
-        "           WHERE id = :market_id),"
-        " stats AS (UPDATE users SET bets_count = bets_count + 1 WHERE id = :user_id)"
-        " SELECT id FROM bet"
+        " pools AS (UPDATE markets SET pool_yes = %(pool_yes)s, pool_no = %(pool_no)s"
+        "           WHERE id = %(market_id)s)"
+        " UPDATE users SET bets_count = bets_count + 1 WHERE id = %(user_id)s"
     )
 
 
-_WRITE = {Action.BUY: text(_write(_POSITION_BUY)), Action.SELL: text(_write(_POSITION_SELL))}
+_WRITE = {Action.BUY: _write(_POSITION_BUY), Action.SELL: _write(_POSITION_SELL)}
 
 
 def _place(
-    session: Session,
+    conn: psycopg.Connection[Any],
     user_id: int,
     market_id: int,
     side: Side,
@@ -157,7 +167,13 @@ def _place(
     limits: TradeLimits,
     actor: str,
 ) -> BetReceipt:
-    market = session.execute(_LOCK_MARKET, {"market_id": market_id}).one_or_none()
+    locked_market = conn.cursor(row_factory=namedtuple_row).execute(
+        _LOCK_MARKET, {"market_id": market_id}
+    )
+    locked_user = conn.cursor(row_factory=namedtuple_row).execute(
+        _LOCK_USER, {"user_id": user_id, "market_id": market_id, "side": side.value}
+    )
+    market = locked_market.fetchone()  # sends BEGIN and both locks: the first round trip
     if market is None:
         raise BetError(ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist")
     if market.status != "OPEN":
@@ -171,9 +187,7 @@ def _place(
     if not market.started:
         raise BetError(ErrorCode.MARKET_NOT_OPEN, f"market {market_id} has not opened yet")
 
-    user = session.execute(
-        _LOCK_USER, {"user_id": user_id, "market_id": market_id, "side": side.value}
-    ).one_or_none()
+    user = locked_user.fetchone()
     if user is None:
         raise BetError(ErrorCode.UNKNOWN_USER, f"user {user_id} does not exist")
     if action is Action.BUY and amount > user.balance:
@@ -190,9 +204,11 @@ def _place(
         )
 
     trade = pricing.quote(Pools(market.pool_yes, market.pool_no), side, action, amount, limits)
-    bet_id = session.execute(
+    bet_id: int = market.bet_id
+    conn.execute(
         _WRITE[action],
         {
+            "bet_id": bet_id,
             "market_id": market_id,
             "user_id": user_id,
             "side": side.value,
@@ -205,16 +221,19 @@ def _place(
             "pool_yes": trade.after.yes,
             "pool_no": trade.after.no,
         },
-    ).scalar_one()
-    ledger.post(
-        session,
-        key=f"bet:{bet_id}",
-        kind="BET" if action is Action.BUY else "SELL",
-        postings=_postings(trade, user.account, market.escrow_account, market.fee_account),
-        actor=actor,
-        market_id=market_id,
-        bet_id=bet_id,
     )
+    conn.execute(
+        ledger.POST,
+        ledger.posting(
+            key=f"bet:{bet_id}",
+            kind="BET" if action is Action.BUY else "SELL",
+            postings=_postings(trade, user.account, market.escrow_account, market.fee_account),
+            actor=actor,
+            market_id=market_id,
+            bet_id=bet_id,
+        ),
+    )
+    # Both travel with COMMIT when `pipelined` ends: the second round trip.
     return BetReceipt(
         bet_id=bet_id,
         side=side.value,

@@ -4,9 +4,11 @@ Every money movement is one ledger transaction whose entries sum to zero. Entrie
 append-only (the database refuses updates and deletes); account balances are the materialised
 sum of their entries, updated in the same database transaction as the entries are written.
 
-Two ways to write a transaction, one mechanism: `post` for a handful of known postings, and
-`begin` + set-based `INSERT ... SELECT` + `finish` for transactions with many entries
-(settlement). `finish` is what verifies the sum and applies balances in both cases.
+Two ways to write a transaction: `post` for a handful of known postings (one statement, `POST`,
+which bet placement also queues in its pipeline), and `begin` + set-based `INSERT ... SELECT` +
+`finish` for transactions with many entries (settlement). Either way the sum is verified before
+the balances change, and the database refuses unknown accounts, reused keys and balances going
+negative; `refusal` turns those refusals into LedgerErrors.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from db.models import MONEY_SCALE, Account, LedgerEntry, LedgerTransaction
 from services.errors import ErrorCode, ServiceError
 
 QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+IDEMPOTENCY_CONSTRAINT = "uq_ledger_transactions_idempotency_key"
+ACCOUNT_CONSTRAINT = "fk_ledger_entries_account_id_accounts"
 MAX_AMOUNT = Decimal("1e15")
 
 
@@ -34,14 +38,10 @@ class LedgerError(ServiceError):
 class DuplicateTransaction(LedgerError):
     """The idempotency key was already used: this is a replay, recognised and not applied."""
 
-    def __init__(self, key: str, transaction_id: int) -> None:
+    def __init__(self, key: str) -> None:
         super().__init__(
-            ErrorCode.ALREADY_FINAL,
-            f"ledger transaction {key!r} was already posted",
-            key=key,
-            transaction_id=transaction_id,
+            ErrorCode.ALREADY_FINAL, f"ledger transaction {key!r} was already posted", key=key
         )
-        self.transaction_id = transaction_id
 
 
 @dataclass(frozen=True)
@@ -136,29 +136,27 @@ def begin(
     """Write a transaction header. Raises DuplicateTransaction when `key` was already used."""
     if not key:
         raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
-    tx_id = session.execute(
-        text(
-            "INSERT INTO ledger_transactions"
-            " (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)"
-            " VALUES (:key, :kind, :market_id, :bet_id, :actor, :memo, :rev)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-        ),
-        {
-            "key": key,
-            "kind": kind,
-            "market_id": market_id,
-            "bet_id": bet_id,
-            "actor": actor,
-            "memo": memo,
-            "rev": reverses_transaction_id,
-        },
-    ).scalar()
-    if tx_id is None:
-        existing = session.scalar(
-            select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)
-        )
-        raise DuplicateTransaction(key, existing or 0)
-    return tx_id
+    try:
+        return session.execute(
+            text(
+                "INSERT INTO ledger_transactions"
+                " (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)"
+                " VALUES (:key, :kind, :market_id, :bet_id, :actor, :memo, :rev) RETURNING id"
+            ),
+            {
+                "key": key,
+                "kind": kind,
+                "market_id": market_id,
+                "bet_id": bet_id,
+                "actor": actor,
+                "memo": memo,
+                "rev": reverses_transaction_id,
+            },
+        ).scalar_one()
+    except IntegrityError as exc:
+        if (refused := refusal(exc.orig, key=key)) is None:
+            raise
+        raise refused from None
 
 
 def add_entries(session: Session, transaction_id: int, postings: Iterable[Posting]) -> None:
@@ -184,13 +182,26 @@ _APPLY_FROM_ENTRIES = """
     WHERE a.id = e.account_id"""
 
 
-def _as_ledger_error(exc: IntegrityError) -> LedgerError:
-    if isinstance(exc.orig, pg_errors.CheckViolation):
+def refusal(error: BaseException | None, *, key: str = "") -> LedgerError | None:
+    """The LedgerError a database refusal of a posting means, or None for any other error.
+
+    Takes the driver's exception, so callers on a session (IntegrityError.orig) and on a raw
+    connection (`db.engine.pipelined`) report refusals alike.
+    """
+    if isinstance(error, pg_errors.UniqueViolation) and (
+        error.diag.constraint_name == IDEMPOTENCY_CONSTRAINT
+    ):
+        return DuplicateTransaction(key)
+    if isinstance(error, pg_errors.CheckViolation):
         return LedgerError(
             ErrorCode.INSUFFICIENT_BALANCE,
             "this transaction would make a user balance or a market escrow negative",
         )
-    raise exc
+    if isinstance(error, pg_errors.ForeignKeyViolation) and (
+        error.diag.constraint_name == ACCOUNT_CONSTRAINT
+    ):
+        return LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a posting names an unknown account")
+    return None
 
 
 def finish(session: Session, transaction_id: int) -> None:
@@ -216,7 +227,73 @@ def finish(session: Session, transaction_id: int) -> None:
     try:
         session.execute(text(_APPLY_FROM_ENTRIES), {"id": transaction_id})
     except IntegrityError as exc:
-        raise _as_ledger_error(exc) from None
+        if (refused := refusal(exc.orig)) is None:
+            raise
+        raise refused from None
+
+
+# Header, entries and balances in one statement: a single round trip on the hot path of every bet,
+# and one constant text (the postings travel as arrays), so each connection prepares it once.
+# Posting-list order is entry-id order.
+POST = """
+    WITH t AS (
+        INSERT INTO ledger_transactions
+            (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)
+        VALUES (%(key)s, %(kind)s, %(market_id)s, %(bet_id)s, %(actor)s, %(memo)s, %(rev)s)
+        RETURNING id),
+    e AS (
+        INSERT INTO ledger_entries (transaction_id, account_id, amount, reverses_entry_id)
+        SELECT t.id, p.account_id, p.amount, p.reverses_entry_id
+        FROM t CROSS JOIN unnest(%(accounts)s::bigint[], %(amounts)s::numeric[],
+                                 %(reverses)s::bigint[]) WITH ORDINALITY
+                           AS p (account_id, amount, reverses_entry_id, n)
+        ORDER BY p.n
+        RETURNING account_id, amount),
+    b AS (
+        UPDATE accounts a SET balance = a.balance + d.delta
+        FROM (SELECT account_id, sum(amount) AS delta FROM e GROUP BY account_id) d
+        WHERE a.id = d.account_id)
+    SELECT id FROM t"""
+
+
+def posting(
+    *,
+    key: str,
+    kind: str,
+    postings: Sequence[Posting],
+    actor: str,
+    market_id: int | None = None,
+    bet_id: int | None = None,
+    memo: str | None = None,
+    reverses_transaction_id: int | None = None,
+) -> dict[str, object]:
+    """Check one transaction is balanced and well formed; returns the parameters of `POST`.
+
+    Raises LedgerError. What only the database can check (unknown accounts, a used key, a balance
+    going negative) makes `POST` fail; `refusal` names it.
+    """
+    amounts = [money(p.amount) for p in postings]
+    if len(amounts) < 2 or sum(amounts, Decimal(0)) != 0:
+        raise LedgerError(
+            ErrorCode.UNBALANCED_TRANSACTION,
+            f"entries must be 2 or more and sum to zero, got {[str(a) for a in amounts]}",
+        )
+    if any(a == 0 for a in amounts):
+        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a ledger entry cannot be zero")
+    if not key:
+        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
+    return {
+        "key": key,
+        "kind": kind,
+        "market_id": market_id,
+        "bet_id": bet_id,
+        "actor": actor,
+        "memo": memo,
+        "rev": reverses_transaction_id,
+        "accounts": [p.account_id for p in postings],
+        "amounts": amounts,
+        "reverses": [p.reverses_entry_id for p in postings],
+    }
 
 
 def post(
@@ -231,62 +308,23 @@ def post(
     memo: str | None = None,
     reverses_transaction_id: int | None = None,
 ) -> int:
-    """Post one balanced transaction; returns its id. Refuses (writes nothing) otherwise.
-
-    The balance is checked here, so header, entries and balances go in one statement: one round
-    trip on the hot path of every bet.
-    """
-    amounts = [money(p.amount) for p in postings]
-    if len(amounts) < 2 or sum(amounts, Decimal(0)) != 0:
-        raise LedgerError(
-            ErrorCode.UNBALANCED_TRANSACTION,
-            f"entries must be 2 or more and sum to zero, got {[str(a) for a in amounts]}",
-        )
-    if any(a == 0 for a in amounts):
-        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a ledger entry cannot be zero")
-    if not key:
-        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
-    params: dict[str, object] = {
-        "key": key,
-        "kind": kind,
-        "market_id": market_id,
-        "bet_id": bet_id,
-        "actor": actor,
-        "memo": memo,
-        "rev": reverses_transaction_id,
-    }
-    values = []
-    for i, (p, amount) in enumerate(zip(postings, amounts, strict=True)):
-        values.append(f"(CAST(:a{i} AS bigint), CAST(:m{i} AS numeric), CAST(:r{i} AS bigint))")
-        params.update({f"a{i}": p.account_id, f"m{i}": amount, f"r{i}": p.reverses_entry_id})
-    statement = f"""
-        WITH t AS (
-            INSERT INTO ledger_transactions
-                (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)
-            VALUES (:key, :kind, :market_id, :bet_id, :actor, :memo, :rev)
-            ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),
-        v (account_id, amount, reverses_entry_id) AS (VALUES {", ".join(values)}),
-        e AS (
-            INSERT INTO ledger_entries (transaction_id, account_id, amount, reverses_entry_id)
-            SELECT t.id, v.account_id, v.amount, v.reverses_entry_id FROM t CROSS JOIN v
-            RETURNING account_id, amount),
-        u AS (
-            UPDATE accounts a SET balance = a.balance + d.delta
-            FROM (SELECT account_id, sum(amount) AS delta FROM e GROUP BY account_id) d
-            WHERE a.id = d.account_id RETURNING a.id)
-        SELECT t.id, (SELECT count(*) FROM u) FROM t"""
+    """Post one balanced transaction; returns its id. Refuses (writes nothing) otherwise."""
+    params = posting(
+        key=key,
+        kind=kind,
+        postings=postings,
+        actor=actor,
+        market_id=market_id,
+        bet_id=bet_id,
+        memo=memo,
+        reverses_transaction_id=reverses_transaction_id,
+    )
     try:
-        row = session.execute(text(statement), params).first()
+        return int(session.connection().exec_driver_sql(POST, params).scalar_one())
     except IntegrityError as exc:
-        raise _as_ledger_error(exc) from None
-    if row is None:
-        existing = session.scalar(
-            select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)
-        )
-        raise DuplicateTransaction(key, existing or 0)
-    if row[1] != len({p.account_id for p in postings}):
-        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a posting names an unknown account")
-    return int(row[0])
+        if (refused := refusal(exc.orig, key=key)) is None:
+            raise
+        raise refused from None
 
 
 def transfer(
