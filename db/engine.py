@@ -5,9 +5,9 @@ all. `retrying(work)` runs `work(session)` in a transaction and runs it again in
 deadlock or serialization failure, a bounded number of times, so callers never see those
 transient errors.
 
-`pipelined()` is the same unit of work for a hot path (bet placement), on the pooled connection's
-psycopg driver without the ORM: statements travel in pipelines, BEGIN with the first batch and
-COMMIT with the last, so a transaction costs one round trip per batch instead of one per statement.
+`pipelined()` is the same unit of work for a hot path (bet placement), on plain psycopg connections
+without the ORM: statements travel in pipelines, BEGIN with the first batch and COMMIT with the
+last, so a transaction costs one round trip per batch instead of one per statement.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from config import get_settings
 from db import embedded
@@ -37,6 +38,8 @@ U = TypeVar("U")
 _lock = threading.Lock()
 _engine: Engine | None = None
 _session_factory: sessionmaker[Session] | None = None
+_pipeline_pool: QueuePool | None = None
+POOL_SIZE, MAX_OVERFLOW = 10, 20
 
 
 def libpq_url() -> str:
@@ -60,8 +63,8 @@ def get_engine() -> Engine:
         if _engine is None:
             _engine = create_engine(
                 sqlalchemy_url(libpq_url()),
-                pool_size=10,
-                max_overflow=20,
+                pool_size=POOL_SIZE,
+                max_overflow=MAX_OVERFLOW,
                 pool_pre_ping=True,
                 # Sessions always end their transaction (commit, or rollback on close) before
                 # the connection returns, so the pool's own rollback would be a wasted round trip.
@@ -72,14 +75,34 @@ def get_engine() -> Engine:
         return _engine
 
 
+def _get_pipeline_pool() -> QueuePool:
+    """The connections `pipelined()` uses: plain psycopg, always in autocommit mode (BEGIN and
+    COMMIT are queued in the batches), and not pinged on checkout, because a broken connection
+    shows in the first batch, before COMMIT, and the transaction then runs again on another."""
+    global _pipeline_pool
+    url = libpq_url()
+    with _lock:
+        if _pipeline_pool is None:
+            _pipeline_pool = QueuePool(
+                lambda: psycopg.connect(url, autocommit=True, application_name="kolops"),
+                pool_size=POOL_SIZE,
+                max_overflow=MAX_OVERFLOW,
+                reset_on_return=None,
+            )
+        return _pipeline_pool
+
+
 def dispose_engine() -> None:
-    """Drop the pool (tests switching databases, forked processes)."""
-    global _engine, _session_factory
+    """Drop the pools (tests switching databases, forked processes)."""
+    global _engine, _session_factory, _pipeline_pool
     with _lock:
         if _engine is not None:
             _engine.dispose()
+        if _pipeline_pool is not None:
+            _pipeline_pool.dispose()
         _engine = None
         _session_factory = None
+        _pipeline_pool = None
 
 
 @contextmanager
@@ -105,37 +128,47 @@ def read_session() -> Iterator[Session]:
             session.rollback()
 
 
+class LostBeforeCommit(Exception):
+    """The connection broke before COMMIT was sent: the server rolled the transaction back, so
+    running it again cannot apply it twice."""
+
+
 @contextmanager
 def pipelined() -> Iterator[psycopg.Connection[Any]]:
-    """One database transaction on a pooled connection used through psycopg directly.
+    """One database transaction on a pooled psycopg connection, in pipeline mode.
 
-    Statements the body executes are queued in a pipeline behind BEGIN; fetching a result sends
-    the batch (one round trip), and leaving the block sends COMMIT with whatever is still queued.
-    An exception rolls everything back. A statement that fails makes the server skip the rest
-    of its batch, COMMIT included, so a batch never commits half of its work.
+    Statements the body executes are queued behind BEGIN; fetching a result sends the batch (one
+    round trip), and leaving the block sends COMMIT with whatever is still queued. A statement
+    that fails makes the server skip the rest of its batch, COMMIT included, so a batch never
+    commits half of its work; an exception in the body rolls everything back.
+
+    Raises LostBeforeCommit when the connection breaks before COMMIT is queued (`retrying` runs
+    the work again). A connection that breaks after that raises psycopg.OperationalError: the
+    transaction may or may not have committed.
     """
-    pooled = get_engine().raw_connection()  # the pool's checkout pings a reused connection
+    pool = _get_pipeline_pool()
+    pooled = pool.connect()
     conn: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
-    reusable = False
+    committing = False
     try:
-        conn.autocommit = True  # BEGIN and COMMIT are ours, queued in the batches
-        try:
-            with conn.pipeline():
-                conn.execute("BEGIN")
-                yield conn
-                conn.execute("COMMIT")
-        except BaseException:
-            if not conn.closed:
-                with suppress(psycopg.Error):  # the original error is the one to report
-                    conn.rollback()
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield conn
+            committing = True
+            conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.broken or conn.closed:
+            pooled.invalidate()
+            pool.dispose()  # idle connections to a restarted server are broken too
+            if isinstance(exc, psycopg.OperationalError) and not committing:
+                raise LostBeforeCommit(str(exc)) from exc
             raise
-        finally:
-            reusable = not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
-            if reusable:
-                conn.autocommit = False
+        with suppress(psycopg.Error):  # the original error is the one to report
+            conn.rollback()
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            pooled.invalidate()  # an unclean connection never goes back to the pool
+        raise
     finally:
-        if not reusable:
-            pooled.invalidate()  # a broken or unclean connection never goes back to the pool
         pooled.close()
 
 
@@ -143,9 +176,10 @@ _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """A deadlock or serialization failure, raised through SQLAlchemy or by psycopg itself."""
+    """A deadlock or serialization failure (raised through SQLAlchemy or by psycopg itself), or
+    a connection lost before COMMIT."""
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
-    return isinstance(cause, _RETRYABLE)
+    return isinstance(cause, (*_RETRYABLE, LostBeforeCommit))
 
 
 def retrying(
@@ -155,13 +189,14 @@ def retrying(
     attempts: int = 8,
     what: str = "transaction",
 ) -> T:
-    """Run `work` in a unit of work of its own (`transaction`, or `pipelined`); on a deadlock or
-    serialization failure the whole transaction rolls back and `work` runs again in a fresh one."""
+    """Run `work` in a unit of work of its own (`transaction`, or `pipelined`); on a deadlock, a
+    serialization failure or a connection lost before COMMIT, the whole transaction rolls back and
+    `work` runs again in a fresh one."""
     for attempt in range(1, attempts + 1):
         try:
             with unit() as handle:
                 return work(handle)
-        except (DBAPIError, psycopg.Error) as exc:
+        except (DBAPIError, psycopg.Error, LostBeforeCommit) as exc:
             if not is_retryable(exc) or attempt == attempts:
                 raise
             delay = min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5)

@@ -70,7 +70,9 @@ def place_bet(
     SELL: `amount` is the number of shares to sell (at most 6 decimals).
 
     Raises ServiceError (BetError, PricingError, LedgerError) with an ErrorCode; then nothing
-    was written.
+    was written. Deadlocks, serialization failures and connections lost before COMMIT are retried
+    here; a connection lost while committing raises psycopg.OperationalError, and then the bet
+    may or may not have been placed.
     """
     side_ = pricing.parse_side(side)
     action_ = pricing.parse_action(action)

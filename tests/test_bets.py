@@ -4,6 +4,7 @@ leaving the database exactly as it was."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -435,3 +436,122 @@ def test_price_limit_is_refused_and_changes_nothing(
         user_id=world.rich, market_id=world.market, side="YES", action="BUY", amount=D(8000)
     )
     assert receipt.price_after < D("0.99")
+
+
+# -- faults between the two batches and at COMMIT ---------------------------------------------
+
+
+def _bets_of(user: int) -> int:
+    with transaction() as s:
+        return s.execute(
+            text("SELECT count(*) FROM bets WHERE user_id = :u"), {"u": user}
+        ).scalar_one()
+
+
+def _no_connection_left_in_a_transaction(db: str) -> bool:
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = 'kolops' AND state LIKE 'idle in transaction%'"
+        ).fetchone()
+    return row is not None and row[0] == 0
+
+
+def _kill_the_bet_once_it_waits(db: str, blocker: psycopg.Connection[Any]) -> None:
+    """Wait until a bet's connection is queued on a row lock `blocker` holds, terminate that
+    backend, then let `blocker` go."""
+    with psycopg.connect(db, autocommit=True) as admin:
+        for _ in range(500):
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kolops'"
+                " AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row:
+                admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("the bet never queued on the lock")
+    blocker.rollback()
+
+
+def test_a_ledger_post_the_database_refuses_rolls_the_whole_bet_back(world: World, db: str) -> None:
+    # The bet's row, position, pools and stats are written in the same batch as the post, just
+    # before it; a post the database refuses must take them all back.
+    with psycopg.connect(db, autocommit=True) as conn:
+        row = conn.execute("SELECT id FROM accounts WHERE user_id = %s", (world.rich,)).fetchone()
+        assert row is not None
+        conn.execute(
+            "CREATE FUNCTION refuse_entry() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'injected ledger failure'; END $$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER refuse_entry BEFORE INSERT ON ledger_entries FOR EACH ROW"
+            f" WHEN (NEW.account_id = {int(row[0])}) EXECUTE FUNCTION refuse_entry()"
+        )
+    before = _snapshot()
+    with pytest.raises(psycopg.errors.RaiseException, match="injected ledger failure"):
+        place_bet(user_id=world.rich, market_id=world.market, side="NO", action="BUY", amount=D(7))
+    assert _snapshot() == before
+    assert _no_connection_left_in_a_transaction(db)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER refuse_entry ON ledger_entries")
+    place_bet(user_id=world.rich, market_id=world.market, side="NO", action="BUY", amount=D(7))
+    assert _bets_of(world.rich) == 1
+    assert check_integrity().ok
+
+
+def test_a_connection_killed_before_commit_is_retried_and_the_bet_placed_once(
+    world: World, db: str
+) -> None:
+    before = _bets_of(world.rich)
+    outcome: list[object] = []
+    with psycopg.connect(db) as blocker:
+        blocker.execute("SELECT 1 FROM markets WHERE id = %s FOR UPDATE", (world.market,))
+        bettor = threading.Thread(
+            target=lambda: outcome.append(
+                place_bet(
+                    user_id=world.rich,
+                    market_id=world.market,
+                    side="YES",
+                    action="BUY",
+                    amount=D(5),
+                )
+            )
+        )
+        bettor.start()
+        _kill_the_bet_once_it_waits(db, blocker)  # killed in the first batch, waiting on the lock
+        bettor.join(timeout=30)
+    assert len(outcome) == 1, "the bet should have been retried on a fresh connection"
+    assert _bets_of(world.rich) == before + 1
+    assert _no_connection_left_in_a_transaction(db)
+    assert check_integrity().ok
+
+
+def test_a_connection_killed_while_committing_is_reported_not_retried(
+    world: World, db: str
+) -> None:
+    before = _snapshot()
+    outcome: list[BaseException] = []
+
+    def bet() -> None:
+        try:
+            place_bet(
+                user_id=world.rich, market_id=world.market, side="YES", action="BUY", amount=D(5)
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(db) as blocker:
+        # The fee account's row: the bet's ledger post, queued with COMMIT, waits on it.
+        blocker.execute("SELECT 1 FROM accounts WHERE kind = 'FEE' FOR UPDATE")
+        bettor = threading.Thread(target=bet)
+        bettor.start()
+        _kill_the_bet_once_it_waits(db, blocker)
+        bettor.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg.OperationalError), outcome
+    # It died before COMMIT ran, so nothing is there; but the caller could not know, and a
+    # bet retried blindly after a lost COMMIT could be placed twice.
+    assert _snapshot() == before
+    place_bet(user_id=world.rich, market_id=world.market, side="YES", action="BUY", amount=D(5))
+    assert check_integrity().ok

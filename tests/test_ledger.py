@@ -63,6 +63,19 @@ def test_unbalanced_transaction_is_refused_and_writes_nothing(db: str, amounts: 
     assert _counts() == before
 
 
+def test_a_posting_to_an_unknown_account_is_refused_and_writes_nothing(db: str) -> None:
+    uid = _new_user("nina", "10")
+    before = _counts()
+    with pytest.raises(LedgerError) as err, transaction() as s:
+        acct = ledger.user_account_id(s, uid)
+        postings = [Posting(acct, Decimal("-1")), Posting(987654321, Decimal("1"))]
+        ledger.post(s, key="nowhere", kind="DEPOSIT", postings=postings, actor="t")
+    assert err.value.code == ErrorCode.INVALID_LEDGER_ENTRY
+    assert _counts() == before
+    with transaction() as s:
+        assert users.user_balance(s, uid) == Decimal("10")
+
+
 @pytest.mark.parametrize("amount", ["NaN", "Infinity", "0.0000001", "1e20"])
 def test_bad_amounts_are_refused(db: str, amount: str) -> None:
     uid = _new_user("dave", "0")

@@ -248,6 +248,8 @@ class Storm:
             self.tally.add(section, f"refused {exc.code.value}")
         except DBAPIError as exc:
             self.tally.add("db errors survived", f"{section}: {type(exc.orig).__name__}")
+        except psycopg.Error as exc:  # bet placement runs on psycopg directly
+            self.tally.add("db errors survived", f"{section}: {type(exc).__name__}")
         return None
 
     # -- money ----------------------------------------------------------------------------------
