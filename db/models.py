@@ -385,15 +385,21 @@ class LedgerEntry(Base):
         CheckConstraint("amount <> 0", name="amount_nonzero"),
         Index("ix_ledger_entries_account_id", "account_id"),
         Index("ix_ledger_entries_transaction_id", "transaction_id"),
+        # An entry is reversed at most once. Only reversal entries carry the column, so the
+        # index skips the rest: nothing to write for the entries every bet adds.
+        Index(
+            "uq_ledger_entries_reverses_entry_id",
+            "reverses_entry_id",
+            unique=True,
+            postgresql_where=text("reverses_entry_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[Decimal] = mapped_column(MONEY)
-    reverses_entry_id: Mapped[int | None] = mapped_column(
-        ForeignKey("ledger_entries.id"), unique=True
-    )
+    reverses_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
 
 
 class Settlement(Base):

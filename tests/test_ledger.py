@@ -7,6 +7,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from db.engine import transaction
 from db.models import LedgerEntry, LedgerTransaction
@@ -136,6 +137,19 @@ def test_reversal_points_at_each_original_entry(db: str) -> None:
         ).all()
         assert sorted(reversed_ids) == sorted(originals)
         assert users.user_balance(s, uid) == 0
+    assert check_integrity().ok
+
+
+def test_an_entry_cannot_be_reversed_twice(db: str) -> None:
+    uid = _new_user("hank", "0")
+    with transaction() as s:
+        tx = users.deposit(s, uid, Decimal("42"), key="dep", actor="t")
+        ledger.reverse(s, transaction_id=tx, key="rev:1", actor="t")
+    before = _counts()
+    refused = pytest.raises(IntegrityError, match="uq_ledger_entries_reverses_entry_id")
+    with refused, transaction() as s:
+        ledger.reverse(s, transaction_id=tx, key="rev:2", actor="t")
+    assert _counts() == before
     assert check_integrity().ok
 
 
