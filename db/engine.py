@@ -80,9 +80,9 @@ def _get_pipeline_pool() -> QueuePool:
     COMMIT are queued in the batches), and not pinged on checkout, because a broken connection
     shows in the first batch, before COMMIT, and the transaction then runs again on another."""
     global _pipeline_pool
-    url = libpq_url()
     with _lock:
         if _pipeline_pool is None:
+            url = libpq_url()
             _pipeline_pool = QueuePool(
                 lambda: psycopg.connect(url, autocommit=True, application_name="kolops"),
                 pool_size=POOL_SIZE,

@@ -207,6 +207,14 @@ def _place(
 
     trade = pricing.quote(Pools(market.pool_yes, market.pool_no), side, action, amount, limits)
     bet_id: int = market.bet_id
+    post = ledger.posting(  # checked before anything is written
+        key=f"bet:{bet_id}",
+        kind="BET" if action is Action.BUY else "SELL",
+        postings=_postings(trade, user.account, market.escrow_account, market.fee_account),
+        actor=actor,
+        market_id=market_id,
+        bet_id=bet_id,
+    )
     conn.execute(
         _WRITE[action],
         {
@@ -224,17 +232,7 @@ def _place(
             "pool_no": trade.after.no,
         },
     )
-    conn.execute(
-        ledger.POST,
-        ledger.posting(
-            key=f"bet:{bet_id}",
-            kind="BET" if action is Action.BUY else "SELL",
-            postings=_postings(trade, user.account, market.escrow_account, market.fee_account),
-            actor=actor,
-            market_id=market_id,
-            bet_id=bet_id,
-        ),
-    )
+    conn.execute(ledger.POST, post)
     # Both travel with COMMIT when `pipelined` ends: the second round trip.
     return BetReceipt(
         bet_id=bet_id,
