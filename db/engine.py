@@ -200,6 +200,7 @@ def retrying(
             if not is_retryable(exc) or attempt == attempts:
                 raise
             delay = min(0.2, 0.005 * 2**attempt) * random.uniform(0.5, 1.5)
-            log.debug("%s: retry %d after %s", what, attempt, type(exc).__name__)
+            cause = exc.orig if isinstance(exc, DBAPIError) else exc
+            log.debug("%s: retry %d after %s", what, attempt, type(cause).__name__)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -4,11 +4,11 @@ Every money movement is one ledger transaction whose entries sum to zero. Entrie
 append-only (the database refuses updates and deletes); account balances are the materialised
 sum of their entries, updated in the same database transaction as the entries are written.
 
-Two ways to write a transaction: `post` for a handful of known postings (one statement, `POST`,
-which bet placement also queues in its pipeline), and `begin` + set-based `INSERT ... SELECT` +
-`finish` for transactions with many entries (settlement). Either way the sum is verified before
-the balances change, and the database refuses unknown accounts, reused keys and balances going
-negative; `refusal` turns those refusals into LedgerErrors.
+Two ways to write a transaction: `post(session, posting(...))` for a handful of known postings
+(one statement, `POST`, which bet placement also queues in its pipeline), and `begin` + set-based
+`INSERT ... SELECT` + `finish` for transactions with many entries (settlement). Either way the
+sum is verified before the balances change, and the database refuses unknown accounts, reused
+keys and balances going negative; `refusal` turns those refusals into LedgerErrors.
 """
 
 from __future__ import annotations
@@ -122,6 +122,27 @@ def ledger_balance(session: Session, account_id: int) -> Decimal:
 # -- transactions -------------------------------------------------------------------------------
 
 
+def _header(
+    key: str,
+    kind: str,
+    actor: str,
+    market_id: int | None,
+    bet_id: int | None,
+    memo: str | None,
+    reverses_transaction_id: int | None,
+) -> dict[str, object]:
+    """The parameters of a ledger_transactions row, as both ways of writing one name them."""
+    return {
+        "key": key,
+        "kind": kind,
+        "market_id": market_id,
+        "bet_id": bet_id,
+        "actor": actor,
+        "memo": memo,
+        "rev": reverses_transaction_id,
+    }
+
+
 def begin(
     session: Session,
     *,
@@ -143,15 +164,7 @@ def begin(
                 " (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)"
                 " VALUES (:key, :kind, :market_id, :bet_id, :actor, :memo, :rev) RETURNING id"
             ),
-            {
-                "key": key,
-                "kind": kind,
-                "market_id": market_id,
-                "bet_id": bet_id,
-                "actor": actor,
-                "memo": memo,
-                "rev": reverses_transaction_id,
-            },
+            _header(key, kind, actor, market_id, bet_id, memo, reverses_transaction_id),
         ).scalar_one()
     except IntegrityError as exc:
         if (refused := refusal(exc.orig, key=key)) is None:
@@ -282,47 +295,20 @@ def posting(
         raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a ledger entry cannot be zero")
     if not key:
         raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
-    return {
-        "key": key,
-        "kind": kind,
-        "market_id": market_id,
-        "bet_id": bet_id,
-        "actor": actor,
-        "memo": memo,
-        "rev": reverses_transaction_id,
+    return _header(key, kind, actor, market_id, bet_id, memo, reverses_transaction_id) | {
         "accounts": [p.account_id for p in postings],
         "amounts": amounts,
         "reverses": [p.reverses_entry_id for p in postings],
     }
 
 
-def post(
-    session: Session,
-    *,
-    key: str,
-    kind: str,
-    postings: Sequence[Posting],
-    actor: str,
-    market_id: int | None = None,
-    bet_id: int | None = None,
-    memo: str | None = None,
-    reverses_transaction_id: int | None = None,
-) -> int:
-    """Post one balanced transaction; returns its id. Refuses (writes nothing) otherwise."""
-    params = posting(
-        key=key,
-        kind=kind,
-        postings=postings,
-        actor=actor,
-        market_id=market_id,
-        bet_id=bet_id,
-        memo=memo,
-        reverses_transaction_id=reverses_transaction_id,
-    )
+def post(session: Session, params: dict[str, object]) -> int:
+    """Post one transaction checked by `posting`; returns its id. Refuses (writes nothing) what
+    the database refuses."""
     try:
         return int(session.connection().exec_driver_sql(POST, params).scalar_one())
     except IntegrityError as exc:
-        if (refused := refusal(exc.orig, key=key)) is None:
+        if (refused := refusal(exc.orig, key=str(params["key"]))) is None:
             raise
         raise refused from None
 
@@ -345,13 +331,15 @@ def transfer(
         raise LedgerError(ErrorCode.INVALID_AMOUNT, f"a transfer must be positive, got {amount}")
     return post(
         session,
-        key=key,
-        kind=kind,
-        postings=[Posting(from_account, -amount), Posting(to_account, amount)],
-        actor=actor,
-        market_id=market_id,
-        bet_id=bet_id,
-        memo=memo,
+        posting(
+            key=key,
+            kind=kind,
+            postings=[Posting(from_account, -amount), Posting(to_account, amount)],
+            actor=actor,
+            market_id=market_id,
+            bet_id=bet_id,
+            memo=memo,
+        ),
     )
 
 

@@ -59,7 +59,7 @@ def test_unbalanced_transaction_is_refused_and_writes_nothing(db: str, amounts: 
         ext = ledger.system_account_id(s, "EXTERNAL")
         acct = ledger.user_account_id(s, uid)
         postings = [Posting(ext if i % 2 else acct, Decimal(a)) for i, a in enumerate(amounts)]
-        ledger.post(s, key="bad", kind="DEPOSIT", postings=postings, actor="t")
+        ledger.post(s, ledger.posting(key="bad", kind="DEPOSIT", postings=postings, actor="t"))
     assert err.value.code == ErrorCode.UNBALANCED_TRANSACTION
     assert _counts() == before
 
@@ -70,7 +70,7 @@ def test_a_posting_to_an_unknown_account_is_refused_and_writes_nothing(db: str) 
     with pytest.raises(LedgerError) as err, transaction() as s:
         acct = ledger.user_account_id(s, uid)
         postings = [Posting(acct, Decimal("-1")), Posting(987654321, Decimal("1"))]
-        ledger.post(s, key="nowhere", kind="DEPOSIT", postings=postings, actor="t")
+        ledger.post(s, ledger.posting(key="nowhere", kind="DEPOSIT", postings=postings, actor="t"))
     assert err.value.code == ErrorCode.INVALID_LEDGER_ENTRY
     assert _counts() == before
     with transaction() as s:
