@@ -112,7 +112,7 @@ _LOCK_MARKET = (
     "SELECT m.status, m.opens_at <= now() AS started, m.closes_at > now() AS before_close,"
     " m.pool_yes, m.pool_no, e.id AS escrow_account,"
     " (SELECT id FROM accounts WHERE kind = 'FEE') AS fee_account,"
-    " nextval(pg_get_serial_sequence('bets', 'id')) AS bet_id"
+    " nextval('bets_id_seq') AS bet_id"
     " FROM markets m JOIN accounts e ON e.market_id = m.id"
     " WHERE m.id = %(market_id)s FOR UPDATE OF m"
 )
