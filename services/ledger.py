@@ -26,8 +26,10 @@ from db.models import MONEY_SCALE, Account, LedgerEntry, LedgerTransaction
 from services.errors import ErrorCode, ServiceError
 
 QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+# The database's refusals of a posting, by constraint name.
 IDEMPOTENCY_CONSTRAINT = "uq_ledger_transactions_idempotency_key"
 ACCOUNT_CONSTRAINT = "fk_ledger_entries_account_id_accounts"
+BALANCE_CONSTRAINT = "ck_accounts_balance_nonneg"
 MAX_AMOUNT = Decimal("1e15")
 
 
@@ -205,7 +207,9 @@ def refusal(error: BaseException | None, *, key: str = "") -> LedgerError | None
         error.diag.constraint_name == IDEMPOTENCY_CONSTRAINT
     ):
         return DuplicateTransaction(key)
-    if isinstance(error, pg_errors.CheckViolation):
+    if isinstance(error, pg_errors.CheckViolation) and (
+        error.diag.constraint_name == BALANCE_CONSTRAINT
+    ):
         return LedgerError(
             ErrorCode.INSUFFICIENT_BALANCE,
             "this transaction would make a user balance or a market escrow negative",
