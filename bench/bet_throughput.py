@@ -37,6 +37,7 @@ from db import embedded
 from db.engine import transaction
 from services import users
 from services.bets import place_bet
+from services.integrity import check_integrity
 from services.markets import MarketSpec, open_market
 
 CLIENTS = (1, 4, 8)
@@ -171,13 +172,16 @@ def main() -> None:
     for n in CLIENTS:  # each ratio's two sides measured back to back, under the same conditions
         bets[n] = bets_per_second(n, user_ids, markets)
         tps[n] = pgbench_tps(pg_args, n)
+    integrity = check_integrity()  # fast and wrong would not count
+    if not integrity.ok:
+        raise RuntimeError(f"integrity broken after the bets: {integrity}")
     rows = [
         (
             f"{n} client(s)",
             f"{bets[n]:8.1f} bets/s   pgbench {tps[n]:8.1f} tps   ratio {bets[n] / tps[n]:.2f}",
         )
         for n in CLIENTS
-    ]
+    ] + [("integrity after", "clean")]
     _common.report(
         f"Bet placement vs pgbench TPC-B (scale 1):"
         f" {MARKETS} shared markets, {DURATION_S:.0f} s a run",
