@@ -120,7 +120,7 @@ def _describe(state: dict[str, Any]) -> str:
     return "open"
 
 
-# -- checks shared by every action ----------------------------------------------------------------
+# -- what every action shares ----------------------------------------------------------------------
 
 
 def _reason(principal: Principal, action: str, market_id: int, reason: object) -> str:
@@ -151,150 +151,115 @@ def _refused(
     )
 
 
-def _run_audited(
-    principal: Principal,
-    action: str,
-    market_id: int,
-    reason: str,
-    before: dict[str, Any],
-    run: Callable[[], SettlementResult],
-) -> SettlementResult:
-    """Run `run()`; a refusal from the service is audited and raised again."""
-    try:
-        return run()
-    except ServiceError as exc:
-        _refused(principal, action, market_id, reason, f"{exc.code.value}: {exc.message}")
-        raise
-    except Exception as exc:
-        audit.record(
-            principal,
-            action=action,
-            target_type="market",
-            target_id=str(market_id),
-            reason=reason,
-            result="FAILED",
-            detail=f"{type(exc).__name__}: {exc}"[:4000],
-            before=_audit_state(before),
+@dataclass(frozen=True)
+class _Call:
+    """One action under way: who asked, what for, why, and the market's state as it began."""
+
+    who: Principal
+    action: str
+    market_id: int
+    why: str
+    before: dict[str, Any]
+
+    @classmethod
+    def start(
+        cls, principal: Principal | None, action: str, market_id: int, reason: object
+    ) -> _Call:
+        """Check the role and the reason (refusals are audited), then read the market."""
+        who = auth.require(principal, OPERATOR, action)
+        why = _reason(who, action, market_id, reason)
+        return cls(who, action, market_id, why, _state(market_id))
+
+    def refused(self, detail: str) -> None:
+        _refused(self.who, self.action, self.market_id, self.why, detail)
+
+    def run(self, work: Callable[[], SettlementResult]) -> SettlementResult:
+        """Run `work()`; a refusal or a failure of the service is audited and raised again."""
+        try:
+            return work()
+        except ServiceError as exc:
+            self.refused(f"{exc.code.value}: {exc.message}")
+            raise
+        except Exception as exc:
+            self._audit("FAILED", f"{type(exc).__name__}: {exc}", before=_audit_state(self.before))
+            raise
+
+    def applied(self, after: dict[str, Any]) -> settlement.Attach:
+        """The OK audit row, written by the settlement inside its transaction if it applies."""
+        return lambda session: self._audit(
+            Outcome.OK.value,
+            None,
+            before=_audit_state(self.before),
+            after=after,
+            session=session,
         )
-        raise
 
+    def settled(self, result: SettlementResult, done_message: str) -> ActionResult:
+        """The settlement service's result in the operator's words."""
+        after = _state(self.market_id)
+        if result.status is ResultStatus.APPLIED:
+            # Its audit row was committed with the change (see `applied`).
+            return self._result(Outcome.OK, done_message, after, result)
+        if result.status is ResultStatus.ALREADY_DONE:
+            outcome = Outcome.ALREADY_DONE
+            message = f"Already {_describe(after)} — nothing changed."
+        else:
+            outcome = Outcome.STATE_CHANGED
+            message = (
+                f"The market changed in the meantime (it is now {_describe(after)})"
+                " — nothing was done. Look at it again before acting."
+            )
+        return self.conclude(after, outcome, message, result.message, result)
 
-def _result(
-    action: str,
-    market_id: int,
-    outcome: Outcome,
-    message: str,
-    before: dict[str, Any],
-    after_state: dict[str, Any],
-    result: SettlementResult | None = None,
-) -> ActionResult:
-    return ActionResult(
-        action,
-        market_id,
-        outcome,
-        message,
-        _audit_state(before),
-        _audit_state(after_state),
-        bets=result.bets if result else 0,
-        users_paid=result.users_paid if result else 0,
-        total_paid=result.total_paid if result else Decimal(0),
-    )
-
-
-def _conclude(
-    principal: Principal,
-    action: str,
-    market_id: int,
-    reason: str,
-    before: dict[str, Any],
-    after_state: dict[str, Any],
-    outcome: Outcome,
-    message: str,
-    detail: str,
-    result: SettlementResult | None = None,
-) -> ActionResult:
-    """Audit how the action ended, with the market's state before and after."""
-    audit.record(
-        principal,
-        action=action,
-        target_type="market",
-        target_id=str(market_id),
-        reason=reason,
-        result=outcome.value,
-        detail=detail[:4000],
-        before=_audit_state(before),
-        after=_audit_state(after_state),
-    )
-    return _result(action, market_id, outcome, message, before, after_state, result)
-
-
-def _audit_applied(
-    principal: Principal,
-    action: str,
-    market_id: int,
-    reason: str,
-    before: dict[str, Any],
-    after: dict[str, Any],
-) -> settlement.Attach:
-    """The OK audit row, written by the settlement inside its transaction if it applies."""
-    return lambda session: audit.record(
-        principal,
-        action=action,
-        target_type="market",
-        target_id=str(market_id),
-        reason=reason,
-        result=Outcome.OK.value,
-        before=_audit_state(before),
-        after=after,
-        session=session,
-    )
-
-
-def _settled(
-    principal: Principal,
-    action: str,
-    market_id: int,
-    reason: str,
-    before: dict[str, Any],
-    result: SettlementResult,
-    done_message: str,
-) -> ActionResult:
-    """The settlement service's result in the operator's words."""
-    after = _state(market_id)
-    if result.status is ResultStatus.APPLIED:
-        # Its audit row was committed with the change (see _audit_applied).
-        return _result(action, market_id, Outcome.OK, done_message, before, after, result)
-    elif result.status is ResultStatus.ALREADY_DONE:
-        outcome = Outcome.ALREADY_DONE
+    def already(self) -> ActionResult:
+        after = _state(self.market_id)
         message = f"Already {_describe(after)} — nothing changed."
-    else:
-        outcome = Outcome.STATE_CHANGED
-        message = (
-            f"The market changed in the meantime (it is now {_describe(after)})"
-            " — nothing was done. Look at it again before acting."
+        return self.conclude(after, Outcome.ALREADY_DONE, message, message)
+
+    def conclude(
+        self,
+        after: dict[str, Any],
+        outcome: Outcome,
+        message: str,
+        detail: str,
+        result: SettlementResult | None = None,
+    ) -> ActionResult:
+        """Audit how the action ended, with the market's state before and after."""
+        self._audit(
+            outcome.value, detail, before=_audit_state(self.before), after=_audit_state(after)
         )
-    return _conclude(
-        principal,
-        action,
-        market_id,
-        reason,
-        before,
-        after,
-        outcome,
-        message,
-        result.message,
-        result,
-    )
+        return self._result(outcome, message, after, result)
 
+    def _audit(self, result: str, detail: str | None, **extra: Any) -> None:
+        audit.record(
+            self.who,
+            action=self.action,
+            target_type="market",
+            target_id=str(self.market_id),
+            reason=self.why,
+            result=result,
+            detail=None if detail is None else detail[:4000],
+            **extra,
+        )
 
-def _already(
-    principal: Principal, action: str, market_id: int, reason: str, before: dict[str, Any]
-) -> ActionResult:
-    after = _state(market_id)
-    message = f"Already {_describe(after)} — nothing changed."
-    return _conclude(
-        principal, action, market_id, reason, before, after, Outcome.ALREADY_DONE, message, message
-    )
+    def _result(
+        self,
+        outcome: Outcome,
+        message: str,
+        after: dict[str, Any],
+        result: SettlementResult | None,
+    ) -> ActionResult:
+        return ActionResult(
+            self.action,
+            self.market_id,
+            outcome,
+            message,
+            _audit_state(self.before),
+            _audit_state(after),
+            bets=result.bets if result else 0,
+            users_paid=result.users_paid if result else 0,
+            total_paid=result.total_paid if result else Decimal(0),
+        )
 
 
 # -- the actions ----------------------------------------------------------------------------------
@@ -306,38 +271,20 @@ def cancel_and_refund(
     """Cancel an OPEN or RESOLVED market and refund every bet (OPERATOR_CANCELLED).
     `expected_status` is the status the operator saw: if the market moved since, nothing is
     done and the result says so."""
-    action = "cancel_and_refund"
-    who = auth.require(principal, OPERATOR, action)
-    why = _reason(who, action, market_id, reason)
-    before = _state(market_id)
-    result = _run_audited(
-        who,
-        action,
-        market_id,
-        why,
-        before,
+    call = _Call.start(principal, "cancel_and_refund", market_id, reason)
+    result = call.run(
         lambda: settlement.cancel_and_refund(
             market_id,
             ErrorCode.OPERATOR_CANCELLED,
-            why,
-            actor=who.username,
+            call.why,
+            actor=call.who.username,
             expected_status=expected_status,
-            attach=_audit_applied(
-                who,
-                action,
-                market_id,
-                why,
-                before,
-                {"status": "CANCELLED", "outcome": None, "cancel_reason": "OPERATOR_CANCELLED"},
+            attach=call.applied(
+                {"status": "CANCELLED", "outcome": None, "cancel_reason": "OPERATOR_CANCELLED"}
             ),
-        ),
+        )
     )
-    return _settled(
-        who,
-        action,
-        market_id,
-        why,
-        before,
+    return call.settled(
         result,
         f"Cancelled and refunded {result.bets} bets: {result.users_paid} users got"
         f" {_amount(result.total_paid)} back.",
@@ -355,38 +302,18 @@ def resettle(
     """Reverse the active settlement of a RESOLVED or CANCELLED market and settle it `outcome`.
     A reversal that would take any user below zero is refused (NEGATIVE_BALANCE, with the
     shortfalls) and changes nothing."""
-    action = "resettle"
-    who = auth.require(principal, OPERATOR, action)
-    why = _reason(who, action, market_id, reason)
-    before = _state(market_id)
-    result = _run_audited(
-        who,
-        action,
-        market_id,
-        why,
-        before,
+    call = _Call.start(principal, "resettle", market_id, reason)
+    result = call.run(
         lambda: settlement.resettle(
             market_id,
             outcome,
-            actor=who.username,
-            reason=why,
+            actor=call.who.username,
+            reason=call.why,
             expected_status=expected_status,
-            attach=_audit_applied(
-                who,
-                action,
-                market_id,
-                why,
-                before,
-                {"status": "RESOLVED", "outcome": outcome, "cancel_reason": None},
-            ),
-        ),
+            attach=call.applied({"status": "RESOLVED", "outcome": outcome, "cancel_reason": None}),
+        )
     )
-    return _settled(
-        who,
-        action,
-        market_id,
-        why,
-        before,
+    return call.settled(
         result,
         f"Re-settled {outcome}: {result.bets} bets rewritten, {result.users_paid} users paid"
         f" {_amount(result.total_paid)}.",
@@ -396,29 +323,25 @@ def resettle(
 def retry_resolution(principal: Principal | None, market_id: int, reason: str) -> ActionResult:
     """Run the resolver on one OPEN market past its close now. The resolver decides: it may
     resolve, cancel, or defer the market again (the attempt is recorded either way)."""
-    action = "retry_resolution"
-    who = auth.require(principal, OPERATOR, action)
-    why = _reason(who, action, market_id, reason)
-    before = _state(market_id)
-    if before["status"] != "OPEN":
-        return _already(who, action, market_id, why, before)
-    if not before["due"]:
-        _refused(who, action, market_id, why, "market has not closed yet")
+    call = _Call.start(principal, "retry_resolution", market_id, reason)
+    if call.before["status"] != "OPEN":
+        return call.already()
+    if not call.before["due"]:
+        call.refused("market has not closed yet")
         raise ServiceError(
             ErrorCode.MARKET_NOT_OPEN, f"market {market_id} has not closed yet: nothing to resolve"
         )
     try:
-        report = resolver.retry_now(market_id, actor=who.username)
+        report = resolver.retry_now(market_id, actor=call.who.username)
     except ServiceError as exc:
-        after = _state(market_id)
         # Another caller took the market's lock and finished it first.
-        if exc.code is ErrorCode.MARKET_NOT_OPEN and after["status"] != "OPEN":
-            return _already(who, action, market_id, why, before)
-        _refused(who, action, market_id, why, f"{exc.code.value}: {exc.message}")
+        if exc.code is ErrorCode.MARKET_NOT_OPEN and _state(market_id)["status"] != "OPEN":
+            return call.already()
+        call.refused(f"{exc.code.value}: {exc.message}")
         raise
-    after = _state(market_id)
     if report.already_final:
-        return _already(who, action, market_id, why, before)
+        return call.already()
+    after = _state(market_id)
     latest = resolver.attempts(market_id)[:1]
     attempt = latest[0] if latest else {}
     if after["status"] == "OPEN":
@@ -428,16 +351,8 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
         )
     else:
         message = f"Resolution ran: the market is now {_describe(after)}."
-    return _conclude(
-        who,
-        action,
-        market_id,
-        why,
-        before,
-        after,
-        Outcome.OK,
-        message,
-        f"{report.counts()}; attempt {attempt.get('result')}",
+    return call.conclude(
+        after, Outcome.OK, message, f"{report.counts()}; attempt {attempt.get('result')}"
     )
 
 
