@@ -235,7 +235,16 @@ def generate(*, per_type: int = 2) -> GenerateReport:
     factor = s.market_duration_factor
     now = dt.datetime.now(dt.UTC)
 
-    def create(spec: MarketSpec, definition: outcomes.Definition) -> None:
+    def create(spec: MarketSpec, wallet_a: str, wallet_b: str | None) -> None:
+        definition = outcomes.Definition(
+            spec.type,
+            wallet_a,
+            wallet_b,
+            spec.timeframe,
+            spec.threshold,
+            spec.target_rank,
+            spec.baseline,
+        )
         problems = outcomes.definition_problems(definition)
         if problems:
             report.refused += 1
@@ -280,12 +289,7 @@ def generate(*, per_type: int = 2) -> GenerateReport:
                 closes_at=closes_at,
                 liquidity=s.market_liquidity,
             )
-            create(
-                spec,
-                outcomes.Definition(
-                    type_, a.wallet, b.wallet if b else None, tf, threshold, target, baseline
-                ),
-            )
+            create(spec, a.wallet, b.wallet if b else None)
         if tf == "daily":
             _follower_markets(rows, per_type, now, closes_at, create)
     log.info(
@@ -302,7 +306,7 @@ def _follower_markets(
     per_type: int,
     now: dt.datetime,
     closes_at: dt.datetime,
-    create: Callable[[MarketSpec, outcomes.Definition], None],
+    create: Callable[[MarketSpec, str, str | None], None],
 ) -> None:
     s = get_settings()
     with_handles = [r for r in rows if r.x_handle]
@@ -338,8 +342,5 @@ def _follower_markets(
             closes_at=closes_at,
             liquidity=s.market_liquidity,
         )
-        create(
-            spec,
-            outcomes.Definition("follower_growth", a.wallet, None, None, threshold, None, baseline),
-        )
+        create(spec, a.wallet, None)
         made += 1
