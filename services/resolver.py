@@ -385,49 +385,6 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
 # -- one market -----------------------------------------------------------------------------------
 
 
-def _attempt(
-    m: DueMarket,
-    p: _Pass,
-    started: dt.datetime,
-    result: str,
-    evidence: dict[str, Any],
-    code: ErrorCode | None = None,
-    detail: str | None = None,
-) -> ResolutionAttempt:
-    return ResolutionAttempt(
-        market_id=m.id,
-        trigger=p.trigger,
-        started_at=started,
-        finished_at=dt.datetime.now(dt.UTC),
-        result=result,
-        error_code=code.value if code else None,
-        error_detail=detail,
-        evidence=evidence,
-    )
-
-
-def _record_attempt(
-    m: DueMarket,
-    p: _Pass,
-    started: dt.datetime,
-    result: str,
-    evidence: dict[str, Any],
-    code: ErrorCode | None = None,
-    detail: str | None = None,
-) -> None:
-    """An attempt that changed no money (deferred, or failed) in a transaction of its own.
-    Skipped when another caller (an operator's retry, an overlapping sweep) made the market
-    final meanwhile: the latest attempt of a final market is the one that made it final. The
-    row lock waits for such a settlement in flight."""
-    with transaction() as session:
-        still_open = session.execute(
-            text("SELECT 1 FROM markets WHERE id = :id AND status = 'OPEN' FOR UPDATE"),
-            {"id": m.id},
-        ).first()
-        if still_open:
-            session.add(_attempt(m, p, started, result, evidence, code, detail))
-
-
 def _attaching(
     m: DueMarket,
     p: _Pass,
@@ -437,9 +394,35 @@ def _attaching(
     code: ErrorCode | None = None,
     detail: str | None = None,
 ) -> Callable[[Session], None]:
-    """Write the attempt inside the settlement's transaction (a fresh row on every retry): a
-    market is never final without the record of the evidence that made it so."""
-    return lambda session: session.add(_attempt(m, p, started, result, evidence, code, detail))
+    """Write the attempt in a given transaction: the settlement's (a fresh row on every retry,
+    so a market is never final without the record of the evidence that made it so), or the one
+    `_record_attempt` opens."""
+    return lambda session: session.add(
+        ResolutionAttempt(
+            market_id=m.id,
+            trigger=p.trigger,
+            started_at=started,
+            finished_at=dt.datetime.now(dt.UTC),
+            result=result,
+            error_code=code.value if code else None,
+            error_detail=detail,
+            evidence=evidence,
+        )
+    )
+
+
+def _record_attempt(market_id: int, attempt: Callable[[Session], None]) -> None:
+    """An attempt that changed no money (deferred, or failed) in a transaction of its own.
+    Skipped when another caller (an operator's retry, an overlapping sweep) made the market
+    final meanwhile: the latest attempt of a final market is the one that made it final. The
+    row lock waits for such a settlement in flight."""
+    with transaction() as session:
+        still_open = session.execute(
+            text("SELECT 1 FROM markets WHERE id = :id AND status = 'OPEN' FOR UPDATE"),
+            {"id": market_id},
+        ).first()
+        if still_open:
+            attempt(session)
 
 
 def _flag_attention(market_id: int, reason: str) -> None:
@@ -467,14 +450,9 @@ def _cancel(
         result = settlement.cancel_and_refund(m.id, code, detail, actor=ACTOR, attach=attach)
     except Exception as exc:
         _flag_attention(m.id, f"cancel ({code}) failed: {exc}")
+        failed = f"cancel and refund failed: {exc}"
         _record_attempt(
-            m,
-            p,
-            started,
-            "ERROR",
-            evidence,
-            ErrorCode.SETTLEMENT_FAILED,
-            f"cancel and refund failed: {exc}",
+            m.id, _attaching(m, p, started, "ERROR", evidence, ErrorCode.SETTLEMENT_FAILED, failed)
         )
         report.errors += 1
         log.error("market=%s cancel failed: %s", m.id, exc)
@@ -513,7 +491,10 @@ def _resolve_one(
             and p.now > m.closes_at + p.lag
         )
         if decision.code in TRANSIENT and not past_grace and not too_late:
-            _record_attempt(m, p, started, "DEFERRED", evidence, decision.code, decision.detail)
+            deferred = _attaching(
+                m, p, started, "DEFERRED", evidence, decision.code, decision.detail
+            )
+            _record_attempt(m.id, deferred)
             _release(m.id)
             report.deferred += 1
             return
@@ -532,7 +513,10 @@ def _resolve_one(
         )
     except Exception as exc:
         log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
-        _record_attempt(m, p, started, "ERROR", evidence, ErrorCode.SETTLEMENT_FAILED, str(exc))
+        _record_attempt(
+            m.id,
+            _attaching(m, p, started, "ERROR", evidence, ErrorCode.SETTLEMENT_FAILED, str(exc)),
+        )
         _cancel(
             m,
             p,
@@ -596,7 +580,9 @@ def _handle(
                         report,
                     )
                 else:
-                    _record_attempt(m, p, now, "ERROR", {}, ErrorCode.INTERNAL_ERROR, detail)
+                    _record_attempt(
+                        m.id, _attaching(m, p, now, "ERROR", {}, ErrorCode.INTERNAL_ERROR, detail)
+                    )
                     _release(m.id)
             except Exception:
                 log.exception("market=%s could not record its failed attempt", m.id)
