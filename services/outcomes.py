@@ -15,6 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from db.models import MARKET_TYPES, TIMEFRAMES
 from services.errors import ErrorCode
 
 
@@ -31,23 +32,9 @@ class Undecided:
 
 Decision = Outcome | Undecided
 
-LEADERBOARD_TYPES = frozenset(
-    {
-        "rank_flippening",
-        "profit_streak",
-        "sol_gain_flippening",
-        "usd_gain_flippening",
-        "win_rate_flippening",
-        "wl_ratio_flippening",
-        "top_rank_maintain",
-        "streak_continuation",
-        "rank_improvement",
-        "sol_gain_threshold",
-        "wl_ratio_maintain",
-    }
-)
+ALL_TYPES = frozenset(MARKET_TYPES)  # the twelve, as the schema allows them
 FOLLOWER_TYPES = frozenset({"follower_growth"})
-ALL_TYPES = LEADERBOARD_TYPES | FOLLOWER_TYPES
+LEADERBOARD_TYPES = ALL_TYPES - FOLLOWER_TYPES
 TWO_KOL_TYPES = frozenset(
     {
         "rank_flippening",
@@ -146,7 +133,7 @@ def definition_problems(d: Definition) -> list[str]:
             problems.append("KOL A and KOL B are the same")
     elif d.kol_b:
         problems.append(f"{d.type} takes one KOL")
-    if d.type in LEADERBOARD_TYPES and d.timeframe not in ("daily", "weekly", "monthly"):
+    if d.type in LEADERBOARD_TYPES and d.timeframe not in TIMEFRAMES:
         problems.append(f"timeframe {d.timeframe!r} is not daily/weekly/monthly")
     base_a = d.baseline.get("a") if isinstance(d.baseline, Mapping) else None
     if not isinstance(base_a, Mapping) or not base_a:
