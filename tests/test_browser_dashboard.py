@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from config import PROJECT_ROOT
+from config import PROJECT_ROOT, get_settings
 from services import audit, auth, operator, settlement
 from services.auth import Principal
+from services.scraper import CHROMIUM_ARGS
 from tests.test_operator import (
     DEPOSIT,
     balances,
@@ -36,15 +37,6 @@ from tests.test_operator import (
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 HOSTILE_KOL = '<img src=x onerror="document.title=1">'
@@ -113,7 +105,7 @@ def dashboard(db: str, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture()
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        b = pw.chromium.launch(executable_path=get_settings().chromium_path, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:

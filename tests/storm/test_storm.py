@@ -35,6 +35,7 @@ from services import audit, auth, bets, market_views, operator, users
 from services.errors import ErrorCode, ServiceError
 from services.integrity import check_integrity
 from services.markets import MarketSpec, open_market
+from services.scraper import CHROMIUM_ARGS
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
 from tests.conftest import Standins
@@ -130,15 +131,6 @@ ADMIN, ADMIN_PASSWORD = "storm-admin", "storm admin password"
 SQL_FRAGMENT = "'; DROP TABLE users; --"
 # X handles hold at most 32 characters; this one still carries a script.
 HOSTILE_HANDLE = "<svg onload=window.__pwned=1>"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 # Any element carrying the payloads as markup rather than text: an attribute or a script body.
 _INJECTED_JS = """() => [...document.querySelectorAll('*')].filter(el =>
     (el.tagName === 'SCRIPT' && el.textContent.includes('__pwned')) ||
@@ -330,7 +322,8 @@ def test_hostile_input_reaches_the_pages_as_text_and_no_one_gets_in(
     assert market_views.list_markets(search="%").total == 0
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = get_settings().chromium_path
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.on("dialog", lambda d: pytest.fail(f"a dialog opened: {d.message}"))
