@@ -40,15 +40,38 @@ DEMO_PACE = {
 }
 
 
-def _wait_http(url: str, timeout_s: float = 20.0) -> None:
+def wait_http(
+    url: str, timeout_s: float = 20.0, alive: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until `url` answers; give up after `timeout_s`, or as soon as `alive` has exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
         except OSError:
+            if alive is not None and alive.poll() is not None:
+                break
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def dashboard_args(port: int) -> list[str]:
+    """Python's arguments for `streamlit run app.py` on loopback `port`, headless, no telemetry."""
+    return [
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
 
 
 def main() -> int:
@@ -74,7 +97,7 @@ def main() -> int:
             env.setdefault(key, value)
         spawn("-m", "standins.kolscan_standin", "--port", str(KOLSCAN_STANDIN_PORT))
         env["KOLSCAN_BASE_URL"] = f"http://127.0.0.1:{KOLSCAN_STANDIN_PORT}"
-        _wait_http(env["KOLSCAN_BASE_URL"] + "/leaderboard?timeframe=1")
+        wait_http(env["KOLSCAN_BASE_URL"] + "/leaderboard?timeframe=1")
         log.info("kolscan stand-in at %s", env["KOLSCAN_BASE_URL"])
     if not settings.x_api_configured:
         spawn(
@@ -101,23 +124,9 @@ def main() -> int:
             env["X_API_BASE_URL"],
         )
     spawn("scheduler.py")
-    port = str(settings.dashboard_port)
-    spawn(
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.address",
-        "127.0.0.1",
-        "--server.port",
-        port,
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    )
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(url + "/_stcore/health", timeout_s=60)
+    spawn(*dashboard_args(settings.dashboard_port))
+    url = f"http://127.0.0.1:{settings.dashboard_port}"
+    wait_http(url + "/_stcore/health", timeout_s=60)
     print(f"\n  KOL Market Ops dashboard: {url}\n  (Ctrl-C to stop)\n", flush=True)
 
     stop = threading.Event()

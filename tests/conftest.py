@@ -4,8 +4,12 @@ session; every test starts from empty tables. Subprocesses inherit DATABASE_URL.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from config import get_settings
+import launch
+from config import PROJECT_ROOT, get_settings
 from db import embedded
 from db.engine import dispose_engine
 from db.migrate import upgrade
@@ -129,3 +134,34 @@ def standins(db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         get_settings.cache_clear()
         yield Standins(site, x, env)
     get_settings.cache_clear()
+
+
+@contextmanager
+def running_dashboard(log_path: Path, env: dict[str, str], *extra: str) -> Iterator[str]:
+    """The dashboard as `launch.py` runs it, on a free loopback port; yields its URL and is
+    always stopped. Its output goes to `log_path`, shown if it does not start."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *launch.dashboard_args(port), *extra],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            try:
+                launch.wait_http(f"{url}/_stcore/health", timeout_s=60, alive=proc)
+            except RuntimeError:
+                raise AssertionError(f"streamlit did not start:\n{log_path.read_text()}") from None
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)

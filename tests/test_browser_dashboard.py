@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +20,7 @@ from config import PROJECT_ROOT, get_settings
 from services import audit, auth, operator, settlement
 from services.auth import Principal
 from services.scraper import CHROMIUM_ARGS
+from tests.conftest import running_dashboard
 from tests.test_operator import (
     DEPOSIT,
     balances,
@@ -44,61 +40,12 @@ HOSTILE_TITLE = "Will **Eve** ![t](http://198.51.100.1/t.png) stay <b>up</b>?"
 TIMEOUT_MS = 30_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def dashboard(db: str, tmp_path: Path) -> Iterator[str]:
     """`streamlit run app.py` on a free loopback port, on the test database; always stopped."""
-    port = _free_port()
     log_path = tmp_path / "streamlit.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "DATABASE_URL": db},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"streamlit did not start:\n{log_path.read_text()}"
-                    ) from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with running_dashboard(log_path, {**os.environ, "DATABASE_URL": db}) as url:
+        yield url
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
 
 

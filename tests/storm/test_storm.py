@@ -10,26 +10,20 @@ random choices (the threads still interleave differently).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Page, sync_playwright
 from psycopg.types.json import Jsonb
 
-from config import PROJECT_ROOT, get_settings
+from config import get_settings
 from db.engine import transaction
 from services import audit, auth, bets, market_views, operator, users
 from services.errors import ErrorCode, ServiceError
@@ -38,7 +32,7 @@ from services.markets import MarketSpec, open_market
 from services.scraper import CHROMIUM_ARGS
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
-from tests.conftest import Standins
+from tests.conftest import Standins, running_dashboard
 from tests.storm.harness import HOSTILE, LONG, OPERATOR, VIEWER, Config, Storm
 from tests.storm.invariants import Window
 
@@ -217,42 +211,10 @@ def _plant_hostile_data(db: str) -> dict[str, int]:
 
 
 def _streamlit(tmp_path: Path) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path / "streamlit.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "streamlit", "run", "app.py"),
-            *("--server.address", "127.0.0.1", "--server.port", str(port)),
-            *("--server.headless", "true", "--browser.gatherUsageStats", "false"),
-            *("--server.fileWatcherType", "none"),
-        ],
-        cwd=PROJECT_ROOT,
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
-                    break
-            assert proc.poll() is None, (tmp_path / "streamlit.log").read_text()
-            time.sleep(0.3)
-        else:
-            raise AssertionError("streamlit did not start")
+    with running_dashboard(
+        tmp_path / "streamlit.log", dict(os.environ), "--server.fileWatcherType", "none"
+    ) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture()
