@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from services.auth import Principal, authenticate
 from services.errors import ServiceError
+from services.ops.auth import Principal, authenticate
 
 st.set_page_config(page_title="KOL Market Ops", page_icon=":bar_chart:", layout="wide")
 

@@ -112,7 +112,7 @@ def main() -> int:
         env["X_API_BEARER_TOKEN"] = DEMO_X_TOKEN
         log.info("X API stand-in at %s", env["X_API_BASE_URL"])
     # Demo data goes through the real services, in a child that sees the final environment.
-    subprocess.run([py, "-m", "services.demo"], cwd=PROJECT_ROOT, env=env, check=True)
+    subprocess.run([py, "-m", "services.ops.demo"], cwd=PROJECT_ROOT, env=env, check=True)
 
     if not settings.kolscan_configured and not settings.x_api_configured:
         spawn(

@@ -38,10 +38,12 @@ from apscheduler.triggers.base import BaseTrigger
 
 from config import get_settings, setup_logging
 from db.engine import libpq_url
-from services import followers, generator, jobs, resolver, scraper
-from services.integrity import check_integrity
-from services.jobs import JobContext
-from services.schedule import TIMEFRAMES, schedules
+from services.money.integrity import check_integrity
+from services.ops import jobs
+from services.ops.jobs import JobContext
+from services.ops.schedule import TIMEFRAMES, schedules
+from services.resolution import generator, resolver
+from services.sources import followers, scraper
 
 log = logging.getLogger("kolops.scheduler")
 
@@ -122,7 +124,7 @@ JOBS: dict[str, Callable[[JobContext], None]] = {
 
 
 def job_specs() -> dict[str, JobSpec]:
-    """Every job with its schedule (services/schedule.py, shared with the dashboard)."""
+    """Every job with its schedule (services/ops/schedule.py, shared with the dashboard)."""
     return {
         name: JobSpec(name, JOBS[name], sched.trigger, sched.misfire_grace_s)
         for name, sched in schedules().items()

@@ -35,10 +35,10 @@ from sqlalchemy import text
 
 from db import embedded
 from db.engine import transaction
-from services import users
-from services.bets import place_bet
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
+from services.money import users
+from services.money.bets import place_bet
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
 
 CLIENTS = (1, 4, 8)
 MARKETS = 4

@@ -27,8 +27,12 @@ from pathlib import Path
 
 import psycopg
 
-from services import freshness, jobs, kol_views, ledger_views, scrape_views
-from services.auth import Principal
+from services.ops import jobs
+from services.ops.auth import Principal
+from services.views import freshness
+from services.views import kols as kol_views
+from services.views import ledger as ledger_views
+from services.views import scrapes as scrape_views
 
 # Pages rendered outside a server make Streamlit warn on every call; the table is what counts.
 logging.getLogger("streamlit").setLevel(logging.ERROR)

@@ -27,8 +27,10 @@ from sqlalchemy import insert, text
 from config import get_settings
 from db.engine import get_engine, transaction
 from db.models import Market
-from services import followers, generator, ledger, outcomes, resolver, scraper
-from services.integrity import check_integrity
+from services.money import ledger
+from services.money.integrity import check_integrity
+from services.resolution import generator, outcomes, resolver
+from services.sources import followers, scraper
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
 

@@ -24,7 +24,7 @@ RUNS = 3
 
 def main() -> None:
     _common.start_database("scrape")
-    from services.scraper import scrape_leaderboard
+    from services.sources.scraper import scrape_leaderboard
     from standins.kolscan_standin import KolscanStandin
 
     samples: list[dict[str, float]] = []

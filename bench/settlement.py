@@ -24,10 +24,10 @@ from decimal import Decimal
 from sqlalchemy import text
 
 from db.engine import get_engine, transaction
-from services import ledger, settlement, users
 from services.errors import ErrorCode
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
+from services.money import ledger, settlement, users
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
 
 USERS = 10_000
 DEPOSIT = Decimal(10_000_000)

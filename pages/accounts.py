@@ -8,8 +8,8 @@ import streamlit as st
 
 from db.models import ROLES
 from pages.ui import principal, show_refusal
-from services import auth
 from services.errors import ServiceError
+from services.ops import auth
 
 who = principal()
 st.title("Dashboard accounts")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui import page_offset, pager, principal, state_css
-from services import audit
+from services.ops import audit
 
 PAGE_SIZE = 100
 PAGER = "audit.page"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.ui import age, page_offset, pager
-from services import freshness
+from services.views import freshness
 
 TTL_S = 10
 PAGE = 50

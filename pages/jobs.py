@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from services import jobs
-from services.freshness import job_schedule
+from services.ops import jobs
+from services.views.freshness import job_schedule
 
 TTL_S = 5
 RUNS = 100

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.ui import page_offset, pager
-from services import kol_views
+from services.views import kols as kol_views
 
 TTL_S = 10
 PAGE = 50

@@ -7,8 +7,8 @@ import streamlit as st
 
 from db.models import LEDGER_KINDS
 from pages.ui import page_offset, pager
-from services import ledger_views
-from services.integrity import check_integrity
+from services.money.integrity import check_integrity
+from services.views import ledger as ledger_views
 
 TTL_S = 10
 PAGE = 50

@@ -23,10 +23,12 @@ from pages.ui import (
     show_refusal,
     state_css,
 )
-from services import market_views, operator, resolver
-from services.auth import Principal
 from services.errors import ServiceError
-from services.operator import Outcome
+from services.ops import operator
+from services.ops.auth import Principal
+from services.ops.operator import Outcome
+from services.resolution import resolver
+from services.views import markets as market_views
 
 PAGE_SIZE = 50
 PAGER = "markets.page"

@@ -10,9 +10,9 @@ import streamlit as st
 
 from config import get_settings
 from pages.ui import age, market_badge
-from services import market_views
-from services.health import market_health
-from services.jobs import scheduler_state
+from services.ops.jobs import scheduler_state
+from services.views import markets as market_views
+from services.views.health import market_health
 
 REFRESH = dt.timedelta(seconds=get_settings().dashboard_refresh_s)
 ATTENTION_ROWS = 10

@@ -12,8 +12,8 @@ import streamlit as st
 from PIL import UnidentifiedImageError
 
 from pages.ui import page_offset, pager, principal, show_refusal
-from services import scrape_views
 from services.errors import ServiceError
+from services.views import scrapes as scrape_views
 
 TTL_S = 10
 PAGE = 50

@@ -9,8 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from services.auth import Principal
 from services.errors import ServiceError
+from services.ops.auth import Principal
 
 
 def principal() -> Principal:

@@ -16,12 +16,12 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import transaction
-from services import ledger, users
-from services.bets import place_bet
 from services.errors import ErrorCode, ServiceError
-from services.integrity import check_integrity
-from services.markets import MarketSpec, get_market, open_market
-from services.pricing import Action, Pools, Side, TradeLimits, quote
+from services.money import ledger, users
+from services.money.bets import place_bet
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, get_market, open_market
+from services.money.pricing import Action, Pools, Side, TradeLimits, quote
 
 D = Decimal
 HOUR = dt.timedelta(hours=1)

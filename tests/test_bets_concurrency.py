@@ -18,12 +18,12 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import read_session, transaction
-from services import users
-from services.bets import place_bet
 from services.errors import ErrorCode, ServiceError
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
-from services.pricing import SHARE_QUANTUM, Action, Pools, Side, TradeLimits, quote
+from services.money import users
+from services.money.bets import place_bet
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.money.pricing import SHARE_QUANTUM, Action, Pools, Side, TradeLimits, quote
 
 D = Decimal
 LIQUIDITY = D(1000)

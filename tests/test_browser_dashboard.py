@@ -17,9 +17,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from config import PROJECT_ROOT, get_settings
-from services import audit, auth, operator, settlement
-from services.auth import Principal
-from services.scraper import CHROMIUM_ARGS
+from services.money import settlement
+from services.ops import audit, auth, operator
+from services.ops.auth import Principal
+from services.sources.scraper import CHROMIUM_ARGS
 from tests.conftest import running_dashboard
 from tests.test_operator import (
     DEPOSIT,

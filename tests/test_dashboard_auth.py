@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services import audit, auth
-from services.auth import Principal
 from services.errors import ErrorCode, ServiceError
+from services.ops import audit, auth
+from services.ops.auth import Principal
 
 
 def _login(at: AppTest, username: str, password: str) -> AppTest:
@@ -90,7 +90,7 @@ def test_create_admin_command_line(db: str) -> None:
 
     def run(name: str, password: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "services.auth", "create-admin", name],
+            [sys.executable, "-m", "services.ops.auth", "create-admin", name],
             cwd=PROJECT_ROOT,
             input=password + "\n",
             capture_output=True,

@@ -15,10 +15,16 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import transaction
-from services import audit, followers, freshness, kol_views, ledger_views, scrape_views, users
-from services.auth import Principal
 from services.errors import ErrorCode, ServiceError
-from services.markets import MarketSpec, open_market
+from services.money import users
+from services.money.markets import MarketSpec, open_market
+from services.ops import audit
+from services.ops.auth import Principal
+from services.sources import followers
+from services.views import freshness
+from services.views import kols as kol_views
+from services.views import ledger as ledger_views
+from services.views import scrapes as scrape_views
 
 ANALYST = Principal("ana", "analyst")
 VIEWER = Principal("vic", "viewer")

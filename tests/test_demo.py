@@ -6,8 +6,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from services import demo, outcomes
-from services.integrity import check_integrity
+from services.money.integrity import check_integrity
+from services.ops import demo
+from services.resolution import outcomes
 from tests.conftest import Standins
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from db.engine import read_session
 from db.models import FollowerCache, FollowerHistory, XApiState
 from services.errors import ErrorCode
-from services.followers import (
+from services.sources.followers import (
     FollowerReading,
     RefreshReport,
     cache_usable,
@@ -23,7 +23,7 @@ from services.followers import (
     fetch_followers,
     refresh_open_market_handles,
 )
-from services.xapi import (
+from services.sources.xapi import (
     BATCH_ENDPOINT,
     XApiClient,
     XRateLimited,

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.errors import ErrorCode
-from services.leaderboard_parser import (
+from services.sources.leaderboard_parser import (
     ParsedRow,
     ParseError,
     Reject,

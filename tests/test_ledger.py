@@ -11,10 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from db.engine import transaction
 from db.models import LedgerEntry, LedgerTransaction
-from services import ledger, users
 from services.errors import ErrorCode
-from services.integrity import Check, check_integrity
-from services.ledger import LedgerError, Posting
+from services.money import ledger, users
+from services.money.integrity import Check, check_integrity
+from services.money.ledger import LedgerError, Posting
 
 
 def _counts() -> tuple[int, int]:

@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import read_session, transaction
-from services import audit, operator, settlement, users
-from services.auth import Principal
-from services.bets import place_bet
 from services.errors import ErrorCode, ServiceError
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
-from services.operator import Outcome
+from services.money import settlement, users
+from services.money.bets import place_bet
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.ops import audit, operator
+from services.ops.auth import Principal
+from services.ops.operator import Outcome
 from tests.conftest import Standins
 
 D = Decimal

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.errors import ErrorCode
-from services.outcomes import (
+from services.resolution.outcomes import (
     ALL_TYPES,
     Definition,
     Evidence,

@@ -18,9 +18,10 @@ from streamlit.testing.v1 import AppTest
 
 from config import get_settings
 from db.engine import transaction
-from services import audit, auth, users
-from services.auth import Principal
-from services.markets import MarketSpec, open_market
+from services.money import users
+from services.money.markets import MarketSpec, open_market
+from services.ops import audit, auth
+from services.ops.auth import Principal
 
 EVIL = "<img src=x onerror=alert(1)>**bold**"
 PAGES = ["kol_data", "freshness", "scrapes", "jobs", "ledger"]

@@ -11,8 +11,9 @@ import pyarrow
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services import audit, auth, operator, settlement
-from services.auth import Principal
+from services.money import settlement
+from services.ops import audit, auth, operator
+from services.ops.auth import Principal
 from tests.test_operator import (
     DEPOSIT,
     balances,
@@ -207,7 +208,7 @@ def test_resettle_through_the_dialog_and_a_refused_shortfall(db: str) -> None:
 
     # Back to YES would take carol's and bob's NO winnings back: spend bob's first.
     other = new_market()
-    from services.bets import place_bet
+    from services.money.bets import place_bet
 
     bob = s.users["bob"]
     while (left := balances({"b": bob})["b"]) >= 2:

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from services.errors import ErrorCode
-from services.pricing import (
+from services.money.pricing import (
     SHARE_QUANTUM,
     Action,
     Pools,

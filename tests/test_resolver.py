@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import transaction
-from services import bets, resolver, users
 from services.errors import ErrorCode
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
+from services.money import bets, users
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.resolution import resolver
 from standins.kolscan_standin import KolscanStandin, StandinRow
 from standins.xapi_standin import XApiStandin
 from tests.conftest import Standins
@@ -253,7 +254,7 @@ def test_only_stale_snapshots_cancel_at_once_without_scraping(db: str, sources: 
 
 
 def test_a_quarantined_run_is_never_used(db: str, sources: Sources) -> None:
-    from services import scraper
+    from services.sources import scraper
 
     pos, _ = _positive_and_negative(sources)
     m = _market(sources, "profit_streak", pos)
@@ -373,7 +374,7 @@ def test_an_attempt_is_not_recorded_against_a_market_another_caller_made_final(
 ) -> None:
     """An overlapping pass that found no evidence must not log DEFERRED on a market that an
     operator's retry (or another sweep) resolved meanwhile."""
-    from services import settlement
+    from services.money import settlement
 
     pos, _ = _positive_and_negative(sources)
     m = _market(sources, "profit_streak", pos)
@@ -392,7 +393,7 @@ def test_an_attempt_is_not_recorded_against_a_market_another_caller_made_final(
 def test_a_kol_missing_from_a_partial_snapshot_is_read_from_the_next_in_the_window(
     db: str, sources: Sources
 ) -> None:
-    from services import scraper
+    from services.sources import scraper
 
     pos, _ = _positive_and_negative(sources)
     m = _market(sources, "profit_streak", pos)
@@ -413,7 +414,7 @@ def test_an_unexpected_error_retries_within_grace_then_cancels_and_refunds(
 ) -> None:
     """A bug in deciding (injected here) never resolves the market: the attempt is an ERROR,
     retried while the grace period lasts, then the market is cancelled and refunded."""
-    from services import outcomes
+    from services.resolution import outcomes
 
     def broken(*_args: object) -> outcomes.Decision:
         raise RuntimeError("injected bug in an outcome rule")

@@ -10,9 +10,11 @@ import psycopg
 import pytest
 
 from db.engine import dispose_engine, transaction
-from services import bets, followers, generator, outcomes, scraper, users
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
+from services.money import bets, users
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.resolution import generator, outcomes
+from services.sources import followers, scraper
 from tests.conftest import Standins
 
 
@@ -22,7 +24,7 @@ def _sweep_in_process(url: str, env: dict[str, str], out: mp.Queue) -> None:  # 
     os.environ.update(env)
     os.environ["DATABASE_URL"] = url
     from config import get_settings
-    from services import resolver
+    from services.resolution import resolver
 
     get_settings.cache_clear()
     report = resolver.sweep(batch_size=100)

@@ -21,9 +21,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 import scheduler
 from config import PROJECT_ROOT
 from db.engine import transaction
-from services import bets, jobs, users
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
+from services.money import bets, users
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.ops import jobs
 from tests.conftest import Standins
 
 
@@ -187,7 +188,7 @@ def test_leader_failover_and_graceful_shutdown(db: str, spawn: Callable[..., Any
 def test_kill_9_mid_sweep_leaves_the_database_consistent(
     db: str, standins: Standins, spawn: Callable[..., Any]
 ) -> None:
-    from services import scraper
+    from services.sources import scraper
 
     scraper.scrape_leaderboard("daily", trigger="MANUAL")  # kols, and a snapshot for the close
     with psycopg.connect(db) as conn:

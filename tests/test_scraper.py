@@ -23,7 +23,7 @@ from config import PROJECT_ROOT, get_settings
 from db.engine import read_session
 from db.models import Kol, ScrapedKol, ScrapeReject, ScrapeRun
 from services.errors import ErrorCode, ServiceError
-from services.scraper import ScrapeResult, scrape_leaderboard
+from services.sources.scraper import ScrapeResult, scrape_leaderboard
 from standins.kolscan_standin import BIG_ROWS, KolscanStandin, StandinRow, leaderboard
 
 pytestmark = pytest.mark.browser
@@ -314,7 +314,7 @@ def test_command_line_scrape(site: KolscanStandin) -> None:
         [
             sys.executable,
             "-m",
-            "services.scraper",
+            "services.sources.scraper",
             "--timeframe=weekly",
             f"--base-url={site.base_url}",
         ],

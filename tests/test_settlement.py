@@ -16,12 +16,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from db.engine import transaction
-from services import settlement, users
-from services.bets import BetReceipt, place_bet
 from services.errors import ErrorCode, ServiceError
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
-from services.settlement import ResultStatus
+from services.money import settlement, users
+from services.money.bets import BetReceipt, place_bet
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.money.settlement import ResultStatus
 
 D = Decimal
 LIQUIDITY = D(1000)

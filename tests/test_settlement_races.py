@@ -17,10 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from services import settlement
-from services.bets import place_bet
 from services.errors import ErrorCode, ServiceError
-from services.settlement import Fault, ResultStatus, SettlementResult
+from services.money import settlement
+from services.money.bets import place_bet
+from services.money.settlement import Fault, ResultStatus, SettlementResult
 from tests.test_settlement import assert_clean, busy_book, q, snapshot
 
 Call = Callable[[Fault | None], Any]

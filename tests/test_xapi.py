@@ -19,7 +19,7 @@ import pytest
 
 from config import get_settings
 from services.errors import ErrorCode
-from services.xapi import (
+from services.sources.xapi import (
     BATCH_ENDPOINT,
     SINGLE_ENDPOINT,
     XApiClient,

@@ -5,7 +5,7 @@ Threads (each bounded by the storm's deadline and an iteration cap, all joined a
 - a market maker: waves of markets closing every few seconds (`markets.open_market`), some with
   hostile titles and some invalid on purpose (the resolver must cancel those at once);
 - an operator: cancel & refund, re-settle, retry resolution on random markets through
-  `services.operator` (double clicks, a viewer, no login, missing or oversized reasons too);
+  `services.ops.operator` (double clicks, a viewer, no login, missing or oversized reasons too);
 - faults: X API 500/429/timeouts/garbage and kolscan error/layout change/empty page, switched on
   and off over the stand-ins' HTTP control planes;
 - chaos: `kill -9` of a scheduler process (restarted a moment later) and `pg_terminate_backend`
@@ -43,11 +43,13 @@ from sqlalchemy.exc import DBAPIError
 
 from config import PROJECT_ROOT
 from db.engine import transaction
-from services import bets, followers, operator, scraper, users
-from services.auth import Principal
 from services.errors import ErrorCode, ServiceError
-from services.ledger import DuplicateTransaction
-from services.markets import MarketSpec, open_market
+from services.money import bets, users
+from services.money.ledger import DuplicateTransaction
+from services.money.markets import MarketSpec, open_market
+from services.ops import operator
+from services.ops.auth import Principal
+from services.sources import followers, scraper
 from tests.storm import invariants
 from tests.storm.invariants import Result, Window
 

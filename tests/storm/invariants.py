@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import sqlalchemy_url
 from services.errors import ErrorCode
-from services.integrity import check_integrity
+from services.money.integrity import check_integrity
 
 MAX_SHOWN = 5
 

@@ -25,11 +25,13 @@ from psycopg.types.json import Jsonb
 
 from config import get_settings
 from db.engine import transaction
-from services import audit, auth, bets, market_views, operator, users
 from services.errors import ErrorCode, ServiceError
-from services.integrity import check_integrity
-from services.markets import MarketSpec, open_market
-from services.scraper import CHROMIUM_ARGS
+from services.money import bets, users
+from services.money.integrity import check_integrity
+from services.money.markets import MarketSpec, open_market
+from services.ops import audit, auth, operator
+from services.sources.scraper import CHROMIUM_ARGS
+from services.views import markets as market_views
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
 from tests.conftest import Standins, running_dashboard
@@ -133,7 +135,7 @@ _INJECTED_JS = """() => [...document.querySelectorAll('*')].filter(el =>
 
 def _plant_hostile_data(db: str) -> dict[str, int]:
     """Hostile text through the real write paths where they exist (market titles via
-    open_market, operator reasons via services.operator, bets via place_bet) and directly
+    open_market, operator reasons via services.ops.operator, bets via place_bet) and directly
     where only a scrape would write (KOLs, scraped rows, rejects, a failed run's error)."""
     names = [*HOSTILE, LONG]
     now = dt.datetime.now(dt.UTC)

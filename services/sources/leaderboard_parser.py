@@ -15,8 +15,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
-from services import kolscan_selectors as sel
 from services.errors import ErrorCode
+from services.sources import kolscan_selectors as sel
 
 SOL_QUANTUM = Decimal("0.000001")  # scraped_kols.sol_gain NUMERIC(24, 6)
 USD_QUANTUM = Decimal("0.01")  # scraped_kols.usd_gain NUMERIC(24, 2)

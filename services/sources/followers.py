@@ -21,7 +21,7 @@ from config import get_settings
 from db.engine import retrying, transaction
 from db.models import FollowerCache, FollowerHistory, Kol, Market, XApiState
 from services.errors import ErrorCode
-from services.xapi import (
+from services.sources.xapi import (
     MAX_BATCH,
     EndpointStatus,
     XApiClient,

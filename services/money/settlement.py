@@ -43,9 +43,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.engine import read_session, retrying
-from services import ledger
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
+from services.money import ledger
 
 Fault = Callable[[str], None]
 # Extra rows written in the operation's own transaction, only when it applies.

@@ -30,9 +30,18 @@ from sqlalchemy.orm import Session
 from config import get_settings
 from db.engine import read_session, transaction
 from db.models import USABLE_RUN, ResolutionAttempt
-from services import followers, outcomes, scraper, settlement
 from services.errors import ErrorCode, ServiceError
-from services.outcomes import Definition, Evidence, KolStats, Outcome, Snapshot, Undecided
+from services.money import settlement
+from services.resolution import outcomes
+from services.resolution.outcomes import (
+    Definition,
+    Evidence,
+    KolStats,
+    Outcome,
+    Snapshot,
+    Undecided,
+)
+from services.sources import followers, scraper
 
 log = logging.getLogger("kolops.resolver")
 

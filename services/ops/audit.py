@@ -11,7 +11,7 @@ from db.engine import read_session, transaction
 from db.models import AuditLog
 
 if TYPE_CHECKING:
-    from services.auth import Principal
+    from services.ops.auth import Principal
 
 
 def record(

@@ -1,4 +1,6 @@
-"""Demo data for an empty database, made only through the real services (`python -m services.demo`).
+"""Demo data for an empty database, made only through the real services.
+
+Run it with `python -m services.ops.demo`.
 
 House capital and user deposits go through the ledger, markets are generated from real scrapes of
 the configured leaderboard (the local stand-in in the demo), and bets are placed with the one bet
@@ -19,8 +21,11 @@ from sqlalchemy import func, select, text
 from config import PROJECT_ROOT, setup_logging
 from db.engine import read_session, transaction
 from db.models import User
-from services import auth, bets, followers, generator, scraper, users
 from services.errors import ServiceError
+from services.money import bets, users
+from services.ops import auth
+from services.resolution import generator
+from services.sources import followers, scraper
 
 log = logging.getLogger("kolops.demo")
 

@@ -14,9 +14,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from db.models import MARKET_TYPES, TIMEFRAMES, Kol, Market
-from services import ledger
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
+from services.money import ledger
 
 LIQUIDITY_DECIMALS = 2
 # Titles are shown, never parsed: the bound only stops absurd input.

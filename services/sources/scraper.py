@@ -9,7 +9,7 @@ error code, and the page's HTML and a screenshot saved for analysis). A FAILED r
 Playwright's sync API is bound to the thread that started it, so each call starts its own
 Playwright and browser: scheduler threads can scrape at the same time.
 
-CLI: `python -m services.scraper --timeframe daily [--base-url URL] [--trigger MANUAL]`.
+CLI: `python -m services.sources.scraper --timeframe daily [--base-url URL] [--trigger MANUAL]`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 from config import get_settings
 from db.engine import retrying, transaction
 from db.models import Kol, ScrapedKol, ScrapeReject, ScrapeRun, utcnow
-from services import kolscan_selectors as sel
 from services.errors import ErrorCode, ServiceError
-from services.leaderboard_parser import ParsedRow, Reject, layout_changed, parse_rows
+from services.sources import kolscan_selectors as sel
+from services.sources.leaderboard_parser import ParsedRow, Reject, layout_changed, parse_rows
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from db.engine import transaction
 from db.models import Account, User
-from services import ledger
 from services.errors import ErrorCode, ServiceError
+from services.money import ledger
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

@@ -20,9 +20,9 @@ from sqlalchemy import text
 from config import get_settings
 from db.engine import read_session, transaction
 from db.models import USABLE_RUN
-from services import outcomes
 from services.errors import ErrorCode, ServiceError
-from services.markets import MarketSpec, open_market
+from services.money.markets import MarketSpec, open_market
+from services.resolution import outcomes
 
 log = logging.getLogger("kolops.generator")
 

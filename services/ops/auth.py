@@ -1,6 +1,6 @@
 """Dashboard accounts (the ops team, not market users): argon2 password hashes and roles.
 
-python -m services.auth create-admin NAME     create the first admin (password from stdin)
+python -m services.ops.auth create-admin NAME     create the first admin (password from stdin)
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from sqlalchemy import func, insert, select, update
 
 from db.engine import transaction
 from db.models import ROLES, DashboardAccount
-from services import audit
 from services.errors import ErrorCode, ServiceError
+from services.ops import audit
 
 _hasher = PasswordHasher()
 USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,64}$")

@@ -17,10 +17,10 @@ from sqlalchemy import select, text, update
 from config import get_settings
 from db.engine import read_session, transaction
 from db.models import ScrapeRun
-from services import audit
-from services.auth import Principal, require
 from services.errors import ErrorCode, ServiceError
-from services.kol_views import Paged, check_page
+from services.ops import audit
+from services.ops.auth import Principal, require
+from services.views.kols import Paged, check_page
 
 STATUSES = ("RUNNING", "SUCCESS", "PARTIAL", "FAILED")
 _RUN_COLUMNS = (

@@ -1,6 +1,6 @@
 """The ledger for the dashboard: balances by account kind, recent transactions and their entries,
 and the integrity job's last scheduled result (read-only; the check itself is
-`services.integrity.check_integrity`)."""
+`services.money.integrity.check_integrity`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy import text
 from db.engine import read_session
 from db.models import ACCOUNT_KINDS, LEDGER_KINDS
 from services.errors import ErrorCode, ServiceError
-from services.kol_views import Paged, check_page
+from services.views.kols import Paged, check_page
 
 
 @dataclass(frozen=True)

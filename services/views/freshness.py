@@ -21,9 +21,9 @@ from sqlalchemy import text
 from config import get_settings
 from db.engine import read_session
 from db.models import USABLE_RUN
-from services.jobs import last_run_per_job
-from services.kol_views import Paged, check_page
-from services.schedule import schedules
+from services.ops.jobs import last_run_per_job
+from services.ops.schedule import schedules
+from services.views.kols import Paged, check_page
 
 TIMEFRAMES = ("daily", "weekly", "monthly")
 FOLLOWER_STATES = ("FRESH", "STALE", "NEVER_FETCHED", "NO_HANDLE")

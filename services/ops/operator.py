@@ -22,11 +22,13 @@ from typing import Any, Literal
 from sqlalchemy import text
 
 from db.engine import read_session
-from services import audit, auth, resolver, settlement
-from services.auth import Principal
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
-from services.settlement import ResultStatus, SettlementResult
+from services.money import settlement
+from services.money.settlement import ResultStatus, SettlementResult
+from services.ops import audit, auth
+from services.ops.auth import Principal
+from services.resolution import resolver
 
 OPERATOR = "operator"
 MAX_REASON = 2000

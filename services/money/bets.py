@@ -3,7 +3,7 @@
 One database transaction per bet, retried whole on deadlock or serialization failure:
 lock the market row, then the user row (always this order, so two bets never wait on each other
 in a cycle), check the market is open by database time, check the balance or the shares held,
-price the trade with `services.pricing`, then write the bet, the position, the pools and the
+price the trade with `services.money.pricing`, then write the bet, the position, the pools and the
 user's bet count in one statement and post one balanced ledger transaction `bet:<bet_id>`.
 
 This is the hot path, so it runs on `db.engine.pipelined` in two round trips: BEGIN and both
@@ -31,10 +31,10 @@ from psycopg.rows import namedtuple_row
 from config import get_settings
 from db.engine import pipelined, retrying
 from db.models import MONEY_SCALE
-from services import ledger, pricing
 from services.errors import ErrorCode, ServiceError
-from services.ledger import Posting
-from services.pricing import Action, Pools, Side, Trade, TradeLimits
+from services.money import ledger, pricing
+from services.money.ledger import Posting
+from services.money.pricing import Action, Pools, Side, Trade, TradeLimits
 
 BUY_DECIMALS = 2  # users pay whole cents
 _MAX_ID = 2**63 - 1
