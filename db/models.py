@@ -29,6 +29,27 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from db.rules import usable_run
+from services.vocabulary import (
+    NON_NEGATIVE_ACCOUNTS,
+    SYSTEM_ACCOUNTS,
+    AccountKind,
+    AttemptResult,
+    BetStatus,
+    JobStatus,
+    LedgerKind,
+    MarketStatus,
+    MarketType,
+    Role,
+    ScrapeStatus,
+    ScrapeTrigger,
+    SettlementKind,
+    Side,
+    Timeframe,
+    TradeAction,
+)
+from services.vocabulary import sql_in as _in
+
 # Money and shares carry 6 decimals: user inputs are whole cents, but CPMM shares, sale proceeds
 # and payouts need finer steps, and every amount a user receives is rounded down to this scale.
 MONEY = Numeric(24, 6)
@@ -42,30 +63,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-TIMEFRAMES = ("daily", "weekly", "monthly")
-MARKET_TYPES = (
-    "rank_flippening",
-    "profit_streak",
-    "follower_growth",
-    "sol_gain_flippening",
-    "usd_gain_flippening",
-    "win_rate_flippening",
-    "wl_ratio_flippening",
-    "top_rank_maintain",
-    "streak_continuation",
-    "rank_improvement",
-    "sol_gain_threshold",
-    "wl_ratio_maintain",
-)
-LEDGER_KINDS = ("DEPOSIT", "BET", "FEE", "SELL", "PAYOUT", "REFUND", "LIQUIDITY", "REVERSAL")
-ACCOUNT_KINDS = ("USER", "ESCROW", "FEE", "HOUSE", "EXTERNAL")
-ROLES = ("viewer", "analyst", "operator", "admin")
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -98,16 +95,19 @@ class Account(Base):
 
     __tablename__ = "accounts"
     __table_args__ = (
-        CheckConstraint(_in("kind", ACCOUNT_KINDS), name="kind"),
-        # A user's money and a market's escrow can never go below zero.
-        CheckConstraint("kind NOT IN ('USER', 'ESCROW') OR balance >= 0", name="balance_nonneg"),
-        CheckConstraint("(kind = 'USER') = (user_id IS NOT NULL)", name="user_shape"),
-        CheckConstraint("(kind = 'ESCROW') = (market_id IS NOT NULL)", name="escrow_shape"),
+        CheckConstraint(_in("kind", AccountKind), name="kind"),
+        CheckConstraint(
+            f"NOT {_in('kind', NON_NEGATIVE_ACCOUNTS)} OR balance >= 0", name="balance_nonneg"
+        ),
+        CheckConstraint(f"(kind = '{AccountKind.USER}') = (user_id IS NOT NULL)", name="user_shape"),
+        CheckConstraint(
+            f"(kind = '{AccountKind.ESCROW}') = (market_id IS NOT NULL)", name="escrow_shape"
+        ),
         Index(
             "uq_accounts_system_kind",
             "kind",
             unique=True,
-            postgresql_where=text("kind IN ('FEE', 'HOUSE', 'EXTERNAL')"),
+            postgresql_where=text(_in("kind", SYSTEM_ACCOUNTS)),
         ),
     )
 
@@ -129,28 +129,17 @@ class Kol(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
 
-# Which scrape runs count as evidence (for resolution, generation and the dashboard): succeeded
-# fully or partly, not quarantined by an analyst. One definition, used by every such query.
-USABLE_RUN = "status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined AND snapshot_at IS NOT NULL"
-
-
 class ScrapeRun(Base):
     __tablename__ = "scrape_runs"
     __table_args__ = (
-        CheckConstraint(_in("timeframe", TIMEFRAMES), name="timeframe"),
-        CheckConstraint(_in("trigger", ("SCHEDULE", "ON_DEMAND", "MANUAL")), name="trigger"),
-        CheckConstraint(_in("status", ("RUNNING", "SUCCESS", "PARTIAL", "FAILED")), name="status"),
+        CheckConstraint(_in("timeframe", Timeframe), name="timeframe"),
+        CheckConstraint(_in("trigger", ScrapeTrigger), name="trigger"),
+        CheckConstraint(_in("status", ScrapeStatus), name="status"),
         CheckConstraint(
             "NOT quarantined OR quarantine_reason IS NOT NULL", name="quarantine_reason"
         ),
         Index("ix_scrape_runs_timeframe_started", "timeframe", "started_at"),
         Index("ix_scrape_runs_status_started", "status", "started_at"),
-        Index(
-            "ix_scrape_runs_usable_snapshot",
-            "timeframe",
-            "snapshot_at",
-            postgresql_where=text("status IN ('SUCCESS', 'PARTIAL') AND NOT quarantined"),
-        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -173,6 +162,15 @@ class ScrapeRun(Base):
     quarantine_reason: Mapped[str | None] = mapped_column(Text)
     quarantined_by: Mapped[str | None] = mapped_column(String(64))
     quarantined_at: Mapped[dt.datetime | None]
+
+
+# The resolver's and generator's look-up of usable snapshots per timeframe.
+Index(
+    "ix_scrape_runs_usable_snapshot",
+    ScrapeRun.timeframe,
+    ScrapeRun.snapshot_at,
+    postgresql_where=usable_run(ScrapeRun.__table__.c),
+)
 
 
 class ScrapedKol(Base):
@@ -254,16 +252,16 @@ class XApiState(Base):
 class Market(Base):
     __tablename__ = "markets"
     __table_args__ = (
-        CheckConstraint(_in("type", MARKET_TYPES), name="type"),
-        CheckConstraint(_in("status", ("OPEN", "RESOLVED", "CANCELLED")), name="status"),
-        CheckConstraint("outcome IS NULL OR outcome IN ('YES', 'NO')", name="outcome_value"),
+        CheckConstraint(_in("type", MarketType), name="type"),
+        CheckConstraint(_in("status", MarketStatus), name="status"),
+        CheckConstraint(f"outcome IS NULL OR {_in('outcome', Side)}", name="outcome_value"),
         CheckConstraint(
-            "(status = 'RESOLVED') = (outcome IS NOT NULL)", name="outcome_iff_resolved"
+            f"(status = '{MarketStatus.RESOLVED}') = (outcome IS NOT NULL)", name="outcome_iff_resolved"
         ),
         CheckConstraint(
-            "(status = 'CANCELLED') = (cancel_reason IS NOT NULL)", name="reason_iff_cancelled"
+            f"(status = '{MarketStatus.CANCELLED}') = (cancel_reason IS NOT NULL)", name="reason_iff_cancelled"
         ),
-        CheckConstraint("timeframe IS NULL OR " + _in("timeframe", TIMEFRAMES), name="timeframe"),
+        CheckConstraint("timeframe IS NULL OR " + _in("timeframe", Timeframe), name="timeframe"),
         CheckConstraint("closes_at > opens_at", name="closes_after_opens"),
         CheckConstraint("pool_yes > 0 AND pool_no > 0", name="pools_pos"),
         Index("ix_markets_status_closes_at", "status", "closes_at"),
@@ -272,7 +270,7 @@ class Market(Base):
             "uq_markets_open_question",
             "question_key",
             unique=True,
-            postgresql_where=text("status = 'OPEN'"),
+            postgresql_where=text(f"status = '{MarketStatus.OPEN}'"),
         ),
     )
 
@@ -312,9 +310,9 @@ class Bet(Base):
 
     __tablename__ = "bets"
     __table_args__ = (
-        CheckConstraint("side IN ('YES', 'NO')", name="side"),
-        CheckConstraint("action IN ('BUY', 'SELL')", name="action"),
-        CheckConstraint("status IN ('OPEN', 'WON', 'LOST', 'REFUNDED')", name="status"),
+        CheckConstraint(_in("side", Side), name="side"),
+        CheckConstraint(_in("action", TradeAction), name="action"),
+        CheckConstraint(_in("status", BetStatus), name="status"),
         CheckConstraint("amount > 0 AND fee >= 0 AND shares > 0", name="amounts_pos"),
         Index("ix_bets_market_user_side", "market_id", "user_id", "side", "action", "id"),
         Index("ix_bets_user_id", "user_id"),
@@ -341,7 +339,7 @@ class Position(Base):
 
     __tablename__ = "positions"
     __table_args__ = (
-        CheckConstraint("side IN ('YES', 'NO')", name="side"),
+        CheckConstraint(_in("side", Side), name="side"),
         CheckConstraint("shares >= 0 AND paid_in >= 0 AND received >= 0", name="nonneg"),
         Index("ix_positions_market_id", "market_id"),
         {"postgresql_with": {"fillfactor": 90}},
@@ -360,7 +358,7 @@ class Position(Base):
 class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
     __table_args__ = (
-        CheckConstraint(_in("kind", LEDGER_KINDS), name="kind"),
+        CheckConstraint(_in("kind", LedgerKind), name="kind"),
         Index("ix_ledger_transactions_market_id", "market_id"),
     )
 
@@ -407,8 +405,10 @@ class Settlement(Base):
 
     __tablename__ = "settlements"
     __table_args__ = (
-        CheckConstraint("kind IN ('SETTLE', 'REFUND')", name="kind"),
-        CheckConstraint("(kind = 'SETTLE') = (outcome IS NOT NULL)", name="outcome_iff_settle"),
+        CheckConstraint(_in("kind", SettlementKind), name="kind"),
+        CheckConstraint(
+            f"(kind = '{SettlementKind.SETTLE}') = (outcome IS NOT NULL)", name="outcome_iff_settle"
+        ),
         CheckConstraint("active OR reversed_at IS NOT NULL", name="inactive_means_reversed"),
         Index(
             "uq_settlements_active_market",
@@ -436,10 +436,7 @@ class Settlement(Base):
 class ResolutionAttempt(Base):
     __tablename__ = "resolution_attempts"
     __table_args__ = (
-        CheckConstraint(
-            _in("result", ("RESOLVED_YES", "RESOLVED_NO", "CANCELLED", "DEFERRED", "ERROR")),
-            name="result",
-        ),
+        CheckConstraint(_in("result", AttemptResult), name="result"),
         Index("ix_resolution_attempts_market_started", "market_id", "started_at"),
         Index("ix_resolution_attempts_started", "started_at"),
     )
@@ -458,7 +455,7 @@ class ResolutionAttempt(Base):
 class JobRun(Base):
     __tablename__ = "job_runs"
     __table_args__ = (
-        CheckConstraint(_in("status", ("RUNNING", "SUCCESS", "FAILED", "TIMEOUT")), name="status"),
+        CheckConstraint(_in("status", JobStatus), name="status"),
         Index("ix_job_runs_job_started", "job", "started_at"),
     )
 
@@ -507,7 +504,7 @@ class AuditLog(Base):
 
 class DashboardAccount(Base):
     __tablename__ = "dashboard_accounts"
-    __table_args__ = (CheckConstraint(_in("role", ROLES), name="role"),)
+    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)

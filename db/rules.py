@@ -1,0 +1,82 @@
+"""The rules that are conditions on rows, each one SQLAlchemy expression used by every caller.
+
+Each function takes the table it reads (a model, an `aliased` model, or a table's columns), so the
+same rule serves an ORM query, a partial index (`db/models.py`) and, rendered by `sql()`, the SQL
+text of a read model. Parameters that vary per call (a grace period, a lag) are SQL expressions
+too: a bound parameter, `literal_column(":grace")` in SQL text, or a literal value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, between, func, literal, not_
+from sqlalchemy.dialects import postgresql
+
+from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus
+
+_DIALECT = postgresql.dialect()
+
+Interval = ColumnElement[dt.timedelta] | dt.timedelta
+Instant = ColumnElement[dt.datetime] | dt.datetime
+
+
+def _sql_value(value: Any) -> Any:
+    # A column or expression as it is; a Python value as a literal.
+    if isinstance(value, ColumnElement) or hasattr(value, "__clause_element__"):
+        return value
+    return literal(value)
+
+
+def usable_run(run: Any) -> ColumnElement[bool]:
+    """A scrape run that counts as evidence (for resolution, generation and the dashboard):
+    succeeded fully or partly, read at a known time, not quarantined by an analyst."""
+    return and_(
+        run.status.in_([s.value for s in SUCCEEDED_SCRAPES]),
+        not_(run.quarantined),
+        run.snapshot_at.is_not(None),
+    )
+
+
+def due(market: Any) -> ColumnElement[bool]:
+    """An OPEN market past its close: the resolver's to decide."""
+    return and_(market.status == MarketStatus.OPEN.value, market.closes_at <= func.now())
+
+
+def overdue(market: Any, grace: Interval) -> ColumnElement[bool]:
+    """An OPEN market past its close and the grace period: the resolver should have finished."""
+    return and_(
+        market.status == MarketStatus.OPEN.value,
+        market.closes_at <= func.now() - _sql_value(grace),
+    )
+
+
+def follower_count_usable(
+    fetched_at: Instant,
+    *,
+    opens_at: Instant,
+    closes_at: Instant,
+    max_age: Interval,
+    lag: Interval,
+    now: Instant,
+) -> ColumnElement[bool]:
+    """May a follower count fetched at `fetched_at` stand for the count at `closes_at`?
+
+    Usable iff `max(opens_at, closes_at - max_age) <= fetched_at <= min(now, closes_at + lag)`:
+    not older than the market's open nor `max_age` before the close (both bounds inclusive), not
+    later than the lag after the close that resolution allows, and never dated after now (a
+    count from the future is clock skew or a bad row, not an observation).
+    """
+    close = _sql_value(closes_at)
+    return between(
+        _sql_value(fetched_at),
+        func.greatest(_sql_value(opens_at), close - _sql_value(max_age)),
+        func.least(_sql_value(now), close + _sql_value(lag)),
+    )
+
+
+def sql(condition: ColumnElement[Any]) -> str:
+    """A rule as SQL text, for the read models written as SQL: constants inlined, parameters
+    left as the `:name` placeholders they were given."""
+    return str(condition.compile(dialect=_DIALECT, compile_kwargs={"literal_binds": True}))

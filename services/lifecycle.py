@@ -1,0 +1,52 @@
+"""What each state of a market allows an operator to do (pure; PRODUCT.md section 5).
+
+One rule, three users: the settlement service enforces it under the market's row lock, the
+operator service previews it, the Markets page only displays it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.vocabulary import MarketAction, MarketStatus, Side
+
+
+@dataclass(frozen=True)
+class MarketState:
+    status: MarketStatus
+    outcome: Side | None = None
+    # Past its close (only an OPEN market's resolution can be retried, once due).
+    due: bool = False
+
+
+def refusal(action: MarketAction, state: MarketState, side: Side | None = None) -> str | None:
+    """Why `action` (re-settle: to `side`) does not apply to a market in `state`; None if it
+    does."""
+    match action:
+        case MarketAction.CANCEL:
+            if state.status is MarketStatus.CANCELLED:
+                return "Already cancelled."
+            return None
+        case MarketAction.RESETTLE:
+            if side is None:
+                return "Re-settle needs an outcome, YES or NO."
+            if state.status is MarketStatus.OPEN:
+                return "Open markets are settled by the resolver."
+            if state.status is MarketStatus.RESOLVED and state.outcome is side:
+                return f"Already resolved {side}."
+            return None
+        case MarketAction.RETRY:
+            if state.status is not MarketStatus.OPEN:
+                return "Only an open market's resolution can be retried."
+            if not state.due:
+                return "The market has not closed yet."
+            return None
+    raise AssertionError(f"unknown action {action!r}")
+
+
+def allowed_actions(state: MarketState) -> frozenset[tuple[MarketAction, Side | None]]:
+    """Every (action, side) that applies now; side is None except for re-settle."""
+    candidates = [(MarketAction.CANCEL, None), (MarketAction.RETRY, None)] + [
+        (MarketAction.RESETTLE, side) for side in Side
+    ]
+    return frozenset((a, s) for a, s in candidates if refusal(a, state, s) is None)
