@@ -10,6 +10,7 @@ import streamlit as st
 
 from services.errors import ServiceError
 from services.ops.auth import Principal, authenticate
+from services.vocabulary import Role
 
 st.set_page_config(page_title="KOL Market Ops", page_icon=":bar_chart:", layout="wide")
 
@@ -36,15 +37,15 @@ def logout() -> None:
 
 # (section, file, title, icon, url path, least role); the first page is the default.
 PAGES = [
-    ("Operations", "pages/overview.py", "Overview", "monitor_heart", "", "viewer"),
-    ("Operations", "pages/markets.py", "Markets", "storefront", "markets", "viewer"),
-    ("Operations", "pages/freshness.py", "Data freshness", "schedule", "freshness", "viewer"),
-    ("Operations", "pages/jobs.py", "Jobs", "event_repeat", "jobs", "viewer"),
-    ("Data", "pages/kol_data.py", "KOL data", "leaderboard", "kols", "viewer"),
-    ("Data", "pages/scrapes.py", "Scrapes", "travel_explore", "scrapes", "viewer"),
-    ("Money & audit", "pages/ledger.py", "Ledger & integrity", "balance", "ledger", "viewer"),
-    ("Money & audit", "pages/audit.py", "Audit log", "history", "audit", "viewer"),
-    ("Admin", "pages/accounts.py", "Accounts", "manage_accounts", "accounts", "admin"),
+    ("Operations", "pages/overview.py", "Overview", "monitor_heart", "", Role.VIEWER),
+    ("Operations", "pages/markets.py", "Markets", "storefront", "markets", Role.VIEWER),
+    ("Operations", "pages/freshness.py", "Data freshness", "schedule", "freshness", Role.VIEWER),
+    ("Operations", "pages/jobs.py", "Jobs", "event_repeat", "jobs", Role.VIEWER),
+    ("Data", "pages/kol_data.py", "KOL data", "leaderboard", "kols", Role.VIEWER),
+    ("Data", "pages/scrapes.py", "Scrapes", "travel_explore", "scrapes", Role.VIEWER),
+    ("Money & audit", "pages/ledger.py", "Ledger & integrity", "balance", "ledger", Role.VIEWER),
+    ("Money & audit", "pages/audit.py", "Audit log", "history", "audit", Role.VIEWER),
+    ("Admin", "pages/accounts.py", "Accounts", "manage_accounts", "accounts", Role.ADMIN),
 ]
 
 principal: Principal | None = st.session_state.get("principal")

@@ -41,9 +41,10 @@ from db.engine import libpq_url
 from services.money.integrity import check_integrity
 from services.ops import jobs
 from services.ops.jobs import JobContext
-from services.ops.schedule import TIMEFRAMES, schedules
+from services.ops.schedule import schedules
 from services.resolution import generator, resolver
 from services.sources import followers, scraper
+from services.vocabulary import ScrapeStatus, ScrapeTrigger, Timeframe
 
 log = logging.getLogger("kolops.scheduler")
 
@@ -70,16 +71,16 @@ def resolve_job(ctx: JobContext) -> None:
     ctx.counts.update(report.counts())
 
 
-def scrape_job(timeframe: str) -> Callable[[JobContext], None]:
+def scrape_job(timeframe: Timeframe) -> Callable[[JobContext], None]:
     def run(ctx: JobContext) -> None:
-        result = scraper.scrape_leaderboard(timeframe, trigger="SCHEDULE")
+        result = scraper.scrape_leaderboard(timeframe, trigger=ScrapeTrigger.SCHEDULE)
         ctx.counts.update(
             run_id=result.run_id,
-            status=result.status,
+            status=result.status.value,
             stored=result.rows_stored,
             rejected=result.rows_rejected,
         )
-        if result.status == "FAILED":
+        if result.status is ScrapeStatus.FAILED:
             raise ScrapeFailed(
                 f"scrape run {result.run_id} ({timeframe}) failed: "
                 f"{result.error_code} {result.error_message or ''}".strip()
@@ -115,7 +116,7 @@ class JobSpec:
 
 JOBS: dict[str, Callable[[JobContext], None]] = {
     "resolve": resolve_job,
-    **{f"scrape_{tf}": scrape_job(tf) for tf in TIMEFRAMES},
+    **{f"scrape_{tf}": scrape_job(tf) for tf in Timeframe},
     "followers": followers_job,
     "generate": generate_job,
     "integrity": integrity_job,

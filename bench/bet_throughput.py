@@ -7,10 +7,10 @@ Python's global lock, not the database work).
 
 Each client is its own user and alternates buying a side and selling back what it bought, on
 markets shared by all clients (so clients queue on the same market row locks, as pgbench's
-clients queue on its one branch row at scale 1). Each level runs for DURATION_S seconds, and
+clients queue on its one branch row at scale 1). Each level runs for `--seconds` seconds, and
 pgbench runs right after the bets at the same level.
 
-    .venv/bin/python bench/bet_throughput.py
+    .venv/bin/python bench/bet_throughput.py [--seconds 10] [--clients 1,4,8]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import _common  # sets sys.path: must come first
 
 # isort: split
 
+import argparse
 import atexit
 import datetime as dt
 import multiprocessing as mp
@@ -38,7 +39,9 @@ from db.engine import transaction
 from services.money import users
 from services.money.bets import place_bet
 from services.money.integrity import check_integrity
-from services.money.markets import MarketSpec, open_market
+from services.money.markets import open_market
+from services.vocabulary import Side, TradeAction
+from tests.support.factories import market_spec, new_kol
 
 CLIENTS = (1, 4, 8)
 MARKETS = 4
@@ -49,30 +52,20 @@ STARTUP_S = 12.0
 
 def setup(clients: int) -> tuple[list[int], list[int]]:
     with transaction() as s:
-        kol = s.execute(
-            text("INSERT INTO kols (display_name, wallet) VALUES ('K', 'w') RETURNING id")
-        ).scalar_one()
+        kol = new_kol(s)
         now = s.execute(text("SELECT now()")).scalar_one()
         markets = [
             open_market(
                 s,
-                MarketSpec(
-                    type="profit_streak",
-                    title=f"bench market {i}",
-                    question_key=f"bench:{i}",
+                market_spec(
                     kol_a_id=kol,
-                    kol_b_id=None,
-                    timeframe="daily",
-                    threshold=None,
-                    target_rank=None,
-                    baseline={},
                     opens_at=now - dt.timedelta(minutes=1),
                     closes_at=now + dt.timedelta(days=1),
                     liquidity=Decimal(1_000_000),
                 ),
                 actor="bench",
             )
-            for i in range(MARKETS)
+            for _ in range(MARKETS)
         ]
     user_ids = [
         users.register(f"bench{i}", Decimal(1_000_000), actor="bench") for i in range(clients)
@@ -84,40 +77,54 @@ def client(user_id: int, markets: list[int], seed: int, start: Any, run_s: float
     """One client process: warm up, wait for the common start, then bet for `run_s` seconds."""
     for _ in range(WARMUP_BETS // 2):  # the connection pool and caches
         bought = place_bet(
-            user_id=user_id, market_id=markets[0], side="YES", action="BUY", amount=Decimal(1)
+            user_id=user_id,
+            market_id=markets[0],
+            side=Side.YES,
+            action=TradeAction.BUY,
+            amount=Decimal(1),
         )
         place_bet(
-            user_id=user_id, market_id=markets[0], side="YES", action="SELL", amount=bought.shares
+            user_id=user_id,
+            market_id=markets[0],
+            side=Side.YES,
+            action=TradeAction.SELL,
+            amount=bought.shares,
         )
     rng = random.Random(seed)
     n = 0
     start.wait()
     deadline = time.monotonic() + run_s
     while time.monotonic() < deadline:
-        market, side = rng.choice(markets), rng.choice(("YES", "NO"))
+        market, side = rng.choice(markets), rng.choice(list(Side))
         bought = place_bet(
-            user_id=user_id, market_id=market, side=side, action="BUY", amount=Decimal(10)
+            user_id=user_id, market_id=market, side=side, action=TradeAction.BUY, amount=Decimal(10)
         )
-        place_bet(user_id=user_id, market_id=market, side=side, action="SELL", amount=bought.shares)
+        place_bet(
+            user_id=user_id,
+            market_id=market,
+            side=side,
+            action=TradeAction.SELL,
+            amount=bought.shares,
+        )
         n += 2
     out.put(n)
 
 
-def bets_per_second(n_clients: int, user_ids: list[int], markets: list[int]) -> float:
+def bets_per_second(n_clients: int, user_ids: list[int], markets: list[int], run_s: float) -> float:
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=client, args=(user_ids[i], markets, i, start, DURATION_S, out))
+        ctx.Process(target=client, args=(user_ids[i], markets, i, start, run_s, out))
         for i in range(n_clients)
     ]
     for p in procs:
         p.start()
     time.sleep(STARTUP_S)  # every process imported, connected and warmed up
     start.set()
-    total = sum(out.get(timeout=DURATION_S + 120) for _ in procs)
+    total = sum(out.get(timeout=run_s + 120) for _ in procs)
     for p in procs:
         p.join(timeout=30)
-    return total / DURATION_S
+    return total / run_s
 
 
 def pgbench_database(url: str) -> dict[str, str]:
@@ -155,23 +162,42 @@ def pgbench(args: dict[str, str], *extra: str) -> str:
     return result.stdout + result.stderr
 
 
-def pgbench_tps(args: dict[str, str], n_clients: int) -> float:
-    out = pgbench(args, "-c", str(n_clients), "-j", str(n_clients), "-T", str(int(DURATION_S)))
+def pgbench_tps(args: dict[str, str], n_clients: int, run_s: float) -> float:
+    # pgbench counts whole seconds.
+    seconds = str(max(1, round(run_s)))
+    out = pgbench(args, "-c", str(n_clients), "-j", str(n_clients), "-T", seconds)
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
     if match is None:
         raise RuntimeError(f"could not read pgbench's tps from:\n{out}")
     return float(match.group(1))
 
 
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--seconds", type=float, default=DURATION_S, help="length of each run (default %(default)s)"
+    )
+    parser.add_argument(
+        "--clients",
+        type=lambda v: tuple(int(n) for n in v.split(",")),
+        default=CLIENTS,
+        help="comma-separated client counts (default 1,4,8)",
+    )
+    return parser.parse_args()
+
+
 def main() -> None:
+    args = _arguments()
+    clients: tuple[int, ...] = args.clients
+    run_s: float = args.seconds
     url = _common.start_database("bet_throughput")
-    user_ids, markets = setup(max(CLIENTS))
+    user_ids, markets = setup(max(clients))
     pg_args = pgbench_database(url)
     bets: dict[int, float] = {}
     tps: dict[int, float] = {}
-    for n in CLIENTS:  # each ratio's two sides measured back to back, under the same conditions
-        bets[n] = bets_per_second(n, user_ids, markets)
-        tps[n] = pgbench_tps(pg_args, n)
+    for n in clients:  # each ratio's two sides measured back to back, under the same conditions
+        bets[n] = bets_per_second(n, user_ids, markets, run_s)
+        tps[n] = pgbench_tps(pg_args, n, run_s)
     integrity = check_integrity()  # fast and wrong would not count
     if not integrity.ok:
         raise RuntimeError(f"integrity broken after the bets: {integrity}")
@@ -180,15 +206,14 @@ def main() -> None:
             f"{n} client(s)",
             f"{bets[n]:8.1f} bets/s   pgbench {tps[n]:8.1f} tps   ratio {bets[n] / tps[n]:.2f}",
         )
-        for n in CLIENTS
+        for n in clients
     ] + [("integrity after", "clean")]
     _common.report(
-        f"Bet placement vs pgbench TPC-B (scale 1):"
-        f" {MARKETS} shared markets, {DURATION_S:.0f} s a run",
+        f"Bet placement vs pgbench TPC-B (scale 1): {MARKETS} shared markets, {run_s:g} s a run",
         rows,
-        {f"bets_per_s_{n}": bets[n] for n in CLIENTS}
-        | {f"pgbench_tps_{n}": tps[n] for n in CLIENTS}
-        | {f"ratio_{n}": bets[n] / tps[n] for n in CLIENTS},
+        {f"bets_per_s_{n}": bets[n] for n in clients}
+        | {f"pgbench_tps_{n}": tps[n] for n in clients}
+        | {f"ratio_{n}": bets[n] / tps[n] for n in clients},
     )
 
 

@@ -33,6 +33,7 @@ from services.views import freshness
 from services.views import kols as kol_views
 from services.views import ledger as ledger_views
 from services.views import scrapes as scrape_views
+from services.vocabulary import Timeframe
 
 # Pages rendered outside a server make Streamlit warn on every call; the table is what counts.
 logging.getLogger("streamlit").setLevel(logging.ERROR)
@@ -260,7 +261,7 @@ def build(url: str) -> list[tuple[str, str]]:
 
 
 def _wallet_with_history() -> tuple[str, str]:
-    top = kol_views.latest_snapshot("daily", limit=1).page.rows[0]
+    top = kol_views.latest_snapshot(Timeframe.DAILY, limit=1).page.rows[0]
     return top["wallet"], top["x_handle"] or "kol1"
 
 
@@ -269,7 +270,7 @@ def service_calls() -> dict[str, Callable[[], object]]:
     wallet, handle = _wallet_with_history()
 
     def kol_data() -> None:
-        for tf in ("daily",):
+        for tf in (Timeframe.DAILY,):
             kol_views.latest_snapshot(tf, limit=50)
             kol_views.changes(tf)
             kol_views.anomalies(tf)

@@ -31,6 +31,7 @@ from services.money import ledger
 from services.money.integrity import check_integrity
 from services.resolution import generator, outcomes, resolver
 from services.sources import followers, scraper
+from services.vocabulary import AccountKind, LedgerKind
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
 
@@ -180,22 +181,23 @@ def build(n: int) -> None:
         s.execute(text(_USERS), {"n": USERS})
         s.execute(insert(Market), rows)
         s.execute(text("INSERT INTO accounts (kind, market_id) SELECT 'ESCROW', id FROM markets"))
-        house = ledger.system_account_id(s, "HOUSE")
-        external = ledger.system_account_id(s, "EXTERNAL")
-        fee = ledger.system_account_id(s, "FEE")
-        capital = ledger.begin(s, key="bench:house", kind="DEPOSIT", actor="bench")
-        ledger.add_entries(
+        house = ledger.system_account_id(s, AccountKind.HOUSE)
+        external = ledger.system_account_id(s, AccountKind.EXTERNAL)
+        fee = ledger.system_account_id(s, AccountKind.FEE)
+        capital = [
+            ledger.Posting(external, -LIQUIDITY * (n + 10)),
+            ledger.Posting(house, LIQUIDITY * (n + 10)),
+        ]
+        ledger.post(
             s,
-            capital,
-            [
-                ledger.Posting(external, -LIQUIDITY * (n + 10)),
-                ledger.Posting(house, LIQUIDITY * (n + 10)),
-            ],
+            ledger.posting(
+                key="bench:house", kind=LedgerKind.DEPOSIT, postings=capital, actor="bench"
+            ),
         )
         s.execute(text(_LIQUIDITY_TX))
         s.execute(text(_LIQUIDITY_ENTRIES), {"house": house})
         s.execute(text(_BETS), {"per": BETS_PER_MARKET, "users": USERS})
-        deposits = ledger.begin(s, key="bench:deposits", kind="DEPOSIT", actor="bench")
+        deposits = ledger.begin(s, key="bench:deposits", kind=LedgerKind.DEPOSIT, actor="bench")
         s.execute(text(_DEPOSITS), {"tx": deposits, "external": external, "users": USERS})
         for sql in (_POSITIONS, _BET_TX):
             s.execute(text(sql))

@@ -25,15 +25,18 @@ RUNS = 3
 def main() -> None:
     _common.start_database("scrape")
     from services.sources.scraper import scrape_leaderboard
+    from services.vocabulary import ScrapeStatus, ScrapeTrigger, Timeframe
     from standins.kolscan_standin import KolscanStandin
 
     samples: list[dict[str, float]] = []
     with KolscanStandin(variant="big", big_rows=ROWS, bucket=1) as site:
         for _ in range(RUNS):
             started = time.perf_counter()
-            result = scrape_leaderboard("daily", base_url=site.base_url, trigger="MANUAL")
+            result = scrape_leaderboard(
+                Timeframe.DAILY, base_url=site.base_url, trigger=ScrapeTrigger.MANUAL
+            )
             total = time.perf_counter() - started
-            if result.status != "SUCCESS" or result.rows_stored != ROWS:
+            if result.status is not ScrapeStatus.SUCCESS or result.rows_stored != ROWS:
                 raise SystemExit(f"scrape did not store {ROWS} rows: {result}")
             samples.append(
                 {

@@ -27,7 +27,11 @@ from db.engine import get_engine, transaction
 from services.errors import ErrorCode
 from services.money import ledger, settlement, users
 from services.money.integrity import check_integrity
-from services.money.markets import MarketSpec, open_market
+from services.money.markets import open_market
+from services.vocabulary import AccountKind, LedgerKind
+from tests.support import settling
+from tests.support.factories import market_spec
+from tests.support.money import escrow_account_id
 
 USERS = 10_000
 DEPOSIT = Decimal(10_000_000)
@@ -142,7 +146,7 @@ def create_users() -> int:
                 " WHERE username LIKE 'bench%'"
             )
         )
-        tx = ledger.begin(s, key="bench:deposits", kind="DEPOSIT", actor="bench")
+        tx = ledger.begin(s, key="bench:deposits", kind=LedgerKind.DEPOSIT, actor="bench")
         s.execute(
             text(
                 "INSERT INTO ledger_entries (transaction_id, account_id, amount)"
@@ -153,7 +157,7 @@ def create_users() -> int:
                 "tx": tx,
                 "amount": DEPOSIT,
                 "n": USERS,
-                "external": ledger.system_account_id(s, "EXTERNAL"),
+                "external": ledger.system_account_id(s, AccountKind.EXTERNAL),
             },
         )
         ledger.finish(s, tx)
@@ -165,15 +169,10 @@ def create_users() -> int:
 def build_market(n: int, first_user: int, name: str) -> int:
     with transaction() as s:
         kol, now = s.execute(text("SELECT (SELECT id FROM kols), now()")).one()
-        spec = MarketSpec(
-            type="profit_streak",
+        spec = market_spec(
+            kol_a_id=kol,
             title=name,
             question_key=name,
-            kol_a_id=kol,
-            kol_b_id=None,
-            timeframe="daily",
-            threshold=None,
-            target_rank=None,
             baseline={"bench": True},
             opens_at=now,
             closes_at=now + dt.timedelta(days=365),
@@ -185,8 +184,8 @@ def build_market(n: int, first_user: int, name: str) -> int:
             "n": n,
             "users": USERS,
             "first_user": first_user,
-            "escrow": ledger.escrow_account_id(s, m),
-            "fee": ledger.system_account_id(s, "FEE"),
+            "escrow": escrow_account_id(s, m),
+            "fee": ledger.system_account_id(s, AccountKind.FEE),
         }
         for sql in (
             _BETS,
@@ -245,10 +244,10 @@ def main() -> None:
         floor_s = floor(to_settle)
         vacuum()  # drop the floor's rolled-back row versions before the real run
         settle_s, settled = timed(
-            lambda m=to_settle: settlement.settle(m, "YES", actor="bench", reason="bench")
+            lambda m=to_settle: settling.settle(m, "YES", actor="bench", reason="bench")
         )
         refund_s, refunded = timed(
-            lambda m=to_refund: settlement.cancel_and_refund(
+            lambda m=to_refund: settling.cancel_and_refund(
                 m, ErrorCode.OPERATOR_CANCELLED, "bench", actor="bench"
             )
         )

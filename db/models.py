@@ -64,6 +64,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -99,7 +100,9 @@ class Account(Base):
         CheckConstraint(
             f"NOT {_in('kind', NON_NEGATIVE_ACCOUNTS)} OR balance >= 0", name="balance_nonneg"
         ),
-        CheckConstraint(f"(kind = '{AccountKind.USER}') = (user_id IS NOT NULL)", name="user_shape"),
+        CheckConstraint(
+            f"(kind = '{AccountKind.USER}') = (user_id IS NOT NULL)", name="user_shape"
+        ),
         CheckConstraint(
             f"(kind = '{AccountKind.ESCROW}') = (market_id IS NOT NULL)", name="escrow_shape"
         ),
@@ -150,7 +153,7 @@ class ScrapeRun(Base):
     finished_at: Mapped[dt.datetime | None]
     # When the rows were read off the page: the time the snapshot describes.
     snapshot_at: Mapped[dt.datetime | None]
-    status: Mapped[str] = mapped_column(String(16), server_default="RUNNING")
+    status: Mapped[str] = mapped_column(String(16), server_default=ScrapeStatus.RUNNING.value)
     rows_found: Mapped[int] = mapped_column(Integer, server_default="0")
     rows_stored: Mapped[int] = mapped_column(Integer, server_default="0")
     rows_rejected: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -256,10 +259,12 @@ class Market(Base):
         CheckConstraint(_in("status", MarketStatus), name="status"),
         CheckConstraint(f"outcome IS NULL OR {_in('outcome', Side)}", name="outcome_value"),
         CheckConstraint(
-            f"(status = '{MarketStatus.RESOLVED}') = (outcome IS NOT NULL)", name="outcome_iff_resolved"
+            f"(status = '{MarketStatus.RESOLVED}') = (outcome IS NOT NULL)",
+            name="outcome_iff_resolved",
         ),
         CheckConstraint(
-            f"(status = '{MarketStatus.CANCELLED}') = (cancel_reason IS NOT NULL)", name="reason_iff_cancelled"
+            f"(status = '{MarketStatus.CANCELLED}') = (cancel_reason IS NOT NULL)",
+            name="reason_iff_cancelled",
         ),
         CheckConstraint("timeframe IS NULL OR " + _in("timeframe", Timeframe), name="timeframe"),
         CheckConstraint("closes_at > opens_at", name="closes_after_opens"),
@@ -286,7 +291,7 @@ class Market(Base):
     baseline: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     opens_at: Mapped[dt.datetime]
     closes_at: Mapped[dt.datetime]
-    status: Mapped[str] = mapped_column(String(16), server_default="OPEN")
+    status: Mapped[str] = mapped_column(String(16), server_default=MarketStatus.OPEN.value)
     outcome: Mapped[str | None] = mapped_column(String(3))
     cancel_reason: Mapped[str | None] = mapped_column(String(64))
     cancel_detail: Mapped[str | None] = mapped_column(Text)
@@ -329,7 +334,7 @@ class Bet(Base):
     shares: Mapped[Decimal] = mapped_column(SHARES)
     price_before: Mapped[Decimal] = mapped_column(Numeric(12, 8))
     price_after: Mapped[Decimal] = mapped_column(Numeric(12, 8))
-    status: Mapped[str] = mapped_column(String(8), server_default="OPEN")
+    status: Mapped[str] = mapped_column(String(8), server_default=BetStatus.OPEN.value)
     payout: Mapped[Decimal | None] = mapped_column(MONEY)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
 
@@ -465,7 +470,7 @@ class JobRun(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[dt.datetime | None]
-    status: Mapped[str] = mapped_column(String(16), server_default="RUNNING")
+    status: Mapped[str] = mapped_column(String(16), server_default=JobStatus.RUNNING.value)
     counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -496,7 +501,7 @@ class AuditLog(Base):
     target_type: Mapped[str | None] = mapped_column(String(32))
     target_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
-    result: Mapped[str] = mapped_column(String(16))  # OK, REFUSED, FAILED
+    result: Mapped[str] = mapped_column(String(16))  # a vocabulary.Result
     detail: Mapped[str | None] = mapped_column(Text)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

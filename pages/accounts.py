@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from db.models import ROLES
 from pages.ui import principal, show_refusal
 from services.errors import ServiceError
 from services.ops import auth
+from services.vocabulary import Role
 
 who = principal()
 st.title("Dashboard accounts")
@@ -27,7 +27,7 @@ st.dataframe(accounts, hide_index=True, width="stretch")
 st.subheader("Create an account")
 with st.form("create_account", clear_on_submit=True):
     username = st.text_input("Username (a-z 0-9 _ . -)")
-    role = st.selectbox("Role", ROLES)
+    role = st.selectbox("Role", [r.value for r in Role])
     password = st.text_input(f"Password ({auth.MIN_PASSWORD}+ characters)", type="password")
     create = st.form_submit_button("Create")
 if create:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from pages.ui import page_offset, pager, principal, state_css
 from services.ops import audit
+from services.vocabulary import Result
 
 PAGE_SIZE = 100
 PAGER = "audit.page"
@@ -39,7 +40,7 @@ shown = audit.recent(limit=PAGE_SIZE, offset=offset, **filters)
 if not shown:
     st.info("No audit entries match.")
 else:
-    problems = sum(r["result"] != "OK" for r in shown)
+    problems = sum(r["result"] != Result.OK for r in shown)
     if problems:
         st.warning(f"{problems} of these {len(shown)} entries are refusals, failures or races.")
     table = pd.DataFrame(

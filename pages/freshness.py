@@ -7,6 +7,7 @@ import streamlit as st
 
 from pages.ui import age, page_offset, pager
 from services.views import freshness
+from services.views.freshness import FollowerState
 
 TTL_S = 10
 PAGE = 50
@@ -35,13 +36,14 @@ for col, a in zip(st.columns(3), scrape_ages(), strict=True):
 st.subheader("Follower cache for open follower markets")
 counts = followers.counts
 cols = st.columns(4)
-cols[0].metric("Fresh", counts["FRESH"])
-cols[1].metric("Stale", counts["STALE"])
-cols[2].metric("Never fetched", counts["NEVER_FETCHED"])
-cols[3].metric("No X handle", counts["NO_HANDLE"])
+cols[0].metric("Fresh", counts[FollowerState.FRESH])
+cols[1].metric("Stale", counts[FollowerState.STALE])
+cols[2].metric("Never fetched", counts[FollowerState.NEVER_FETCHED])
+cols[3].metric("No X handle", counts[FollowerState.NO_HANDLE])
 st.caption(
-    f"A cached count is usable for at most {followers.max_age} before a market's close and only"
-    " if fetched after it opened. Oldest count in use: "
+    f"A cached count is usable for at most {followers.max_age} before a market's close, only"
+    " if fetched after it opened and no later than the max scrape lag after its close."
+    " Oldest count in use: "
     f"{age(now, followers.oldest_fetch)}."
 )
 if followers.problems.total:

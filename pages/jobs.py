@@ -6,6 +6,7 @@ import streamlit as st
 
 from services.ops import jobs
 from services.views.freshness import job_schedule
+from services.vocabulary import JobStatus
 
 TTL_S = 5
 RUNS = 100
@@ -39,6 +40,6 @@ job = st.selectbox("Job", ["(all)", *(j["job"] for j in table)], key="jobs_filte
 only_failed = st.toggle("Failures only", key="jobs_failed")
 runs = recent_runs(job=None if job == "(all)" else job, limit=RUNS)
 if only_failed:
-    runs = [r for r in runs if r["status"] not in ("SUCCESS", "RUNNING")]
+    runs = [r for r in runs if r["status"] not in (JobStatus.SUCCESS, JobStatus.RUNNING)]
 st.dataframe(runs, hide_index=True, width="stretch")
 st.caption(f"The latest {RUNS} runs{' (failures among them)' if only_failed else ''}.")

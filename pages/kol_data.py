@@ -12,6 +12,7 @@ import streamlit as st
 
 from pages.ui import page_offset, pager
 from services.views import kols as kol_views
+from services.vocabulary import Timeframe
 
 TTL_S = 10
 PAGE = 50
@@ -24,7 +25,7 @@ kol_history = st.cache_data(ttl=TTL_S, show_spinner=False)(kol_views.kol_history
 follower_history = st.cache_data(ttl=TTL_S, show_spinner=False)(kol_views.follower_history)
 
 st.title("KOL data")
-timeframe = st.radio("Timeframe", ["daily", "weekly", "monthly"], horizontal=True, key="kol_tf")
+timeframe = st.radio("Timeframe", [tf.value for tf in Timeframe], horizontal=True, key="kol_tf")
 
 snapshot_tab, changes_tab, anomalies_tab, history_tab = st.tabs(
     ["Latest snapshot", "Changes", "Anomalies", "KOL history"]

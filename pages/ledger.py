@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from db.models import LEDGER_KINDS
 from pages.ui import page_offset, pager
 from services.money.integrity import check_integrity
 from services.views import ledger as ledger_views
+from services.vocabulary import JobStatus, LedgerKind
 
 TTL_S = 10
 PAGE = 50
@@ -24,7 +24,7 @@ st.subheader("Integrity")
 last = last_integrity_run()
 if last is None:
     st.info("The scheduler has not checked integrity yet.")
-elif last.status == "SUCCESS":
+elif last.status == JobStatus.SUCCESS:
     st.success(f"Last scheduled check at {last.started_at:%Y-%m-%d %H:%M:%S} UTC: clean.")
 else:
     st.error(
@@ -62,7 +62,7 @@ for col, kb in zip(st.columns(len(kinds)), kinds, strict=True):
 st.caption("USER: what users hold; ESCROW: what markets hold; the five totals sum to zero.")
 
 st.subheader("Transactions")
-kind = st.selectbox("Kind", ["(all)", *LEDGER_KINDS], key="ledger_kind")
+kind = st.selectbox("Kind", ["(all)", *(k.value for k in LedgerKind)], key="ledger_kind")
 market = st.text_input("Market id", key="ledger_market").strip()
 if market and not market.isdigit():
     st.error("A market id is a whole number.")

@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from db.models import MARKET_TYPES
 from pages.ui import (
     market_state,
     md_text,
@@ -23,12 +22,22 @@ from pages.ui import (
     show_refusal,
     state_css,
 )
+from services import lifecycle
 from services.errors import ServiceError
+from services.lifecycle import MarketState
 from services.ops import operator
 from services.ops.auth import Principal
-from services.ops.operator import Outcome
 from services.resolution import resolver
 from services.views import markets as market_views
+from services.vocabulary import (
+    AttemptResult,
+    MarketAction,
+    MarketStatus,
+    MarketType,
+    Result,
+    Role,
+    Side,
+)
 
 PAGE_SIZE = 50
 PAGER = "markets.page"
@@ -36,10 +45,19 @@ PENDING = "markets.pending"  # the action whose confirmation dialog is open
 FLASH = "markets.flash"  # the last action's result, shown once above the market
 
 ACTION_TITLES = {
-    "cancel": "Cancel & refund",
-    "resettle": "Re-settle",
-    "retry": "Retry resolution now",
+    MarketAction.CANCEL: "Cancel & refund",
+    MarketAction.RESETTLE: "Re-settle",
+    MarketAction.RETRY: "Retry resolution now",
 }
+# The action buttons, left to right: (action, side). Which of them apply is lifecycle's to say.
+BUTTONS: list[tuple[MarketAction, Side | None]] = [
+    (MarketAction.CANCEL, None),
+    (MarketAction.RESETTLE, Side.YES),
+    (MarketAction.RESETTLE, Side.NO),
+    (MarketAction.RETRY, None),
+]
+# Attempt results worth a warning above the attempts table.
+PROBLEMS = (AttemptResult.ERROR, AttemptResult.DEFERRED, AttemptResult.CANCELLED)
 
 
 def _money(value: Decimal | None) -> str:
@@ -72,10 +90,13 @@ def list_view() -> None:
     st.title("Markets")
     filters = st.columns([1, 1.4, 2.2, 1, 1.2])
     status = filters[0].selectbox(
-        "Status", ["All", *market_views.STATUSES], key="markets.status", on_change=_reset_page
+        "Status",
+        ["All", *(s.value for s in MarketStatus)],
+        key="markets.status",
+        on_change=_reset_page,
     )
     type_ = filters[1].selectbox(
-        "Type", ["All", *MARKET_TYPES], key="markets.type", on_change=_reset_page
+        "Type", ["All", *(t.value for t in MarketType)], key="markets.type", on_change=_reset_page
     )
     search = filters[2].text_input(
         "Search",
@@ -94,8 +115,8 @@ def list_view() -> None:
             search=search,
             due_only=due_only,
             attention_only=attention_only,
-            page=page_offset(PAGER, PAGE_SIZE) // PAGE_SIZE,
-            page_size=PAGE_SIZE,
+            limit=PAGE_SIZE,
+            offset=page_offset(PAGER, PAGE_SIZE),
         )
     except ServiceError as exc:
         show_refusal(exc)
@@ -136,9 +157,10 @@ def list_view() -> None:
         if selected:
             _open_market(int(table[selected[0]]["id"]))
             st.rerun()
-    first = result.page * result.page_size + 1 if result.total else 0
-    last = result.page * result.page_size + len(result.rows)
-    st.caption(f"Showing {first:,}–{last:,} of {result.total:,} markets. Select a row to open it.")
+    st.caption(
+        f"Showing {result.first:,}–{result.last:,} of {result.total:,} markets."
+        " Select a row to open it."
+    )
     left, _ = st.columns([1, 3])
     with left:
         pager(PAGER, result.total, PAGE_SIZE)
@@ -166,9 +188,9 @@ def _banner(d: market_views.MarketDetail) -> None:
         st.error("**Overdue:** past close and the grace period, still OPEN.")
     elif d.due:
         st.warning("**Due:** closed and waiting for the resolver.")
-    elif m["status"] == "RESOLVED":
+    elif m["status"] == MarketStatus.RESOLVED:
         st.success(f"Resolved **{m['outcome']}** at {m['resolved_at']:%Y-%m-%d %H:%M:%S} UTC")
-    elif m["status"] == "CANCELLED":
+    elif m["status"] == MarketStatus.CANCELLED:
         st.info(
             f"Cancelled **{m['cancel_reason']}** at {m['cancelled_at']:%Y-%m-%d %H:%M:%S} UTC"
             f" — {md_text(m['cancel_detail'] or '')}"
@@ -178,38 +200,34 @@ def _banner(d: market_views.MarketDetail) -> None:
 def _actions(who: Principal, d: market_views.MarketDetail) -> None:
     m = d.market
     status = m["status"]
-    if not who.can("operator"):
+    if not who.can(Role.OPERATOR):
         st.caption("Cancel, re-settle and retry need the operator role.")
         return
-    cols = st.columns(4)
-    buttons: list[tuple[str, str, str | None, bool, str]] = [
-        ("cancel", "Cancel & refund", None, status in ("OPEN", "RESOLVED"), "OPEN or RESOLVED"),
-        (
-            "resettle",
-            "Re-settle YES",
-            "YES",
-            status == "CANCELLED" or (status == "RESOLVED" and m["outcome"] != "YES"),
-            "RESOLVED NO or CANCELLED",
-        ),
-        (
-            "resettle",
-            "Re-settle NO",
-            "NO",
-            status == "CANCELLED" or (status == "RESOLVED" and m["outcome"] != "NO"),
-            "RESOLVED YES or CANCELLED",
-        ),
-        ("retry", "Retry resolution now", None, d.due, "OPEN and past its close"),
-    ]
-    for col, (action, label, outcome, enabled, applies) in zip(cols, buttons, strict=True):
+    state = MarketState(
+        MarketStatus(status), Side(m["outcome"]) if m["outcome"] else None, due=d.due
+    )
+    allowed = lifecycle.allowed_actions(state)
+    for col, (action, side) in zip(st.columns(len(BUTTONS)), BUTTONS, strict=True):
+        enabled = (action, side) in allowed
+        label = (
+            ACTION_TITLES[action] if action is not MarketAction.RESETTLE else f"Re-settle {side}"
+        )
         col.button(
             label,
-            key=f"action.{action}.{outcome}",
+            key=f"action.{action}.{side}",
             disabled=not enabled,
-            help=None if enabled else f"Applies to a market that is {applies}.",
-            type="primary" if action == "cancel" and enabled else "secondary",
+            help=lifecycle.refusal(action, state, side),
+            type="primary" if action is MarketAction.CANCEL and enabled else "secondary",
             width="stretch",
             on_click=_ask,
-            args=({"action": action, "market": m["id"], "outcome": outcome, "expected": status},),
+            args=(
+                {
+                    "action": action.value,
+                    "market": m["id"],
+                    "outcome": side.value if side else None,
+                    "expected": status,
+                },
+            ),
         )
 
 
@@ -235,7 +253,7 @@ def _confirm_body(who: Principal, pending: dict[str, Any]) -> None:
             show_refusal(exc)
             return
     st.markdown(f"Market **#{market_id}** is **{p.market_status}**. {p.note}")
-    if action != "retry":
+    if action != MarketAction.RETRY:
         cols = st.columns(3)
         cols[0].metric("Bets affected", f"{p.bets:,}")
         cols[1].metric("Users paid", f"{p.users_paid:,} of {p.users:,}")
@@ -270,11 +288,11 @@ def _confirm_body(who: Principal, pending: dict[str, Any]) -> None:
         return
     try:
         with st.spinner("Working…"):
-            if action == "cancel":
+            if action == MarketAction.CANCEL:
                 result = operator.cancel_and_refund(
                     who, market_id, reason, expected_status=pending["expected"]
                 )
-            elif action == "resettle":
+            elif action == MarketAction.RESETTLE:
                 result = operator.resettle(
                     who, market_id, outcome, reason, expected_status=pending["expected"]
                 )
@@ -283,7 +301,7 @@ def _confirm_body(who: Principal, pending: dict[str, Any]) -> None:
     except ServiceError as exc:
         show_refusal(exc)
         return
-    kind = {Outcome.OK: "success", Outcome.ALREADY_DONE: "info"}.get(result.outcome, "warning")
+    kind = {Result.OK: "success", Result.ALREADY_DONE: "info"}.get(result.outcome, "warning")
     st.session_state[FLASH] = (kind, result.message)
     _dismiss()
     st.rerun()
@@ -363,7 +381,7 @@ def _attempts(market_id: int) -> None:
     if not rows:
         st.caption("No resolution attempt yet.")
         return
-    errors = [r for r in rows if r["result"] in ("ERROR", "DEFERRED", "CANCELLED")]
+    errors = [r for r in rows if r["result"] in PROBLEMS]
     if errors:
         last = errors[0]
         st.warning(
@@ -434,7 +452,7 @@ def detail_view(who: Principal, raw_id: str) -> None:
     with ledger:
         _ledger(market_id)
     pending = st.session_state.get(PENDING)
-    if pending and pending["market"] == market_id and who.can("operator"):
+    if pending and pending["market"] == market_id and who.can(Role.OPERATOR):
         _confirm(who, pending)
 
 

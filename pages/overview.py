@@ -13,6 +13,7 @@ from pages.ui import age, market_badge
 from services.ops.jobs import scheduler_state
 from services.views import markets as market_views
 from services.views.health import market_health
+from services.vocabulary import JobStatus, MarketStatus, Side
 
 REFRESH = dt.timedelta(seconds=get_settings().dashboard_refresh_s)
 ATTENTION_ROWS = 10
@@ -26,12 +27,12 @@ def health_panel() -> None:
     h = market_health()
     sched = scheduler_state()
     cols = st.columns(6)
-    cols[0].metric("Open", h.by_status["OPEN"])
+    cols[0].metric("Open", h.by_status[MarketStatus.OPEN])
     cols[1].metric("Due", h.due)
     cols[2].metric("Overdue (past grace)", h.overdue)
     cols[3].metric("Needs attention", h.needs_attention)
-    cols[4].metric("Resolved", h.by_status["RESOLVED"])
-    cols[5].metric("Cancelled", h.by_status["CANCELLED"])
+    cols[4].metric("Resolved", h.by_status[MarketStatus.RESOLVED])
+    cols[5].metric("Cancelled", h.by_status[MarketStatus.CANCELLED])
 
     left, right = st.columns(2)
     with left:
@@ -45,7 +46,7 @@ def health_panel() -> None:
         integrity = h.last_integrity
         if integrity is None:
             st.info("Integrity: not checked yet")
-        elif integrity["status"] == "SUCCESS":
+        elif integrity["status"] == JobStatus.SUCCESS:
             st.success(f"Integrity clean ({age(h.now, integrity['started_at'])})")
         else:
             st.error(f"Integrity: {integrity['error']}")
@@ -71,7 +72,7 @@ def health_panel() -> None:
 
 @st.fragment(run_every=REFRESH)
 def attention_panel() -> None:
-    page = market_views.list_markets(attention_only=True, page_size=ATTENTION_ROWS)
+    page = market_views.list_markets(attention_only=True, limit=ATTENTION_ROWS)
     st.subheader(f"Needs attention or overdue ({page.total:,})")
     if not page.rows:
         st.success("Nothing is overdue or flagged.")
@@ -120,7 +121,7 @@ def activity_panel(days: int) -> None:
         if resolved.empty:
             st.caption("No market resolved in this window.")
         else:
-            colors = alt.Scale(domain=["YES", "NO"], range=["#2e7d32", "#1565c0"])
+            colors = alt.Scale(domain=[Side.YES.value, Side.NO.value], range=["#2e7d32", "#1565c0"])
             chart = _per_hour_chart(resolved, "Resolved, by outcome", colors)
             st.altair_chart(chart, width="stretch")
     with right:

@@ -13,7 +13,9 @@ from PIL import UnidentifiedImageError
 
 from pages.ui import page_offset, pager, principal, show_refusal
 from services.errors import ServiceError
+from services.ops import quarantine as quarantine_ops
 from services.views import scrapes as scrape_views
+from services.vocabulary import Role, ScrapeStatus, Timeframe
 
 TTL_S = 10
 PAGE = 50
@@ -32,6 +34,12 @@ RUN_COLUMNS = (
     "error_code",
     "quarantined",
 )
+STATUS_COLOURS = {
+    ScrapeStatus.SUCCESS: "#2e7d32",
+    ScrapeStatus.PARTIAL: "#f9a825",
+    ScrapeStatus.FAILED: "#c62828",
+    ScrapeStatus.RUNNING: "#90a4ae",
+}
 
 runs = st.cache_data(ttl=TTL_S, show_spinner=False)(scrape_views.runs)
 success_over_time = st.cache_data(ttl=TTL_S, show_spinner=False)(scrape_views.success_over_time)
@@ -55,8 +63,7 @@ if history:
             color=alt.Color(
                 "status:N",
                 scale=alt.Scale(
-                    domain=["SUCCESS", "PARTIAL", "FAILED", "RUNNING"],
-                    range=["#2e7d32", "#f9a825", "#c62828", "#90a4ae"],
+                    domain=[s.value for s in STATUS_COLOURS], range=list(STATUS_COLOURS.values())
                 ),
             ),
             column=alt.Column("timeframe:N", title=None),
@@ -68,7 +75,7 @@ else:
     st.caption("No scrape runs in the last 14 days.")
 
 st.subheader("Recent failures")
-failures = runs(status="FAILED", limit=10)
+failures = runs(status=ScrapeStatus.FAILED.value, limit=10)
 if failures.rows:
     st.dataframe(
         failures.rows,
@@ -81,8 +88,8 @@ else:
 
 st.subheader("Runs")
 f1, f2, f3 = st.columns(3)
-timeframe = f1.selectbox("Timeframe", ["(all)", "daily", "weekly", "monthly"], key="scr_tf")
-status = f2.selectbox("Status", ["(all)", *scrape_views.STATUSES], key="scr_status")
+timeframe = f1.selectbox("Timeframe", ["(all)", *(tf.value for tf in Timeframe)], key="scr_tf")
+status = f2.selectbox("Status", ["(all)", *(s.value for s in ScrapeStatus)], key="scr_status")
 only_quarantined = f3.toggle("Quarantined only", key="scr_quarantined")
 listed = runs(
     timeframe=None if timeframe == "(all)" else timeframe,
@@ -102,7 +109,7 @@ def _close_dialog() -> None:
 @st.dialog("Quarantine or release a scrape run", on_dismiss=_close_dialog)
 def confirm_quarantine(run_id: int, quarantine: bool) -> None:
     try:
-        preview = scrape_views.quarantine_preview(run_id)
+        preview = quarantine_ops.quarantine_preview(run_id)
     except ServiceError as exc:
         show_refusal(exc)
         return
@@ -122,7 +129,7 @@ def confirm_quarantine(run_id: int, quarantine: bool) -> None:
         "Quarantine run" if quarantine else "Release run", type="primary", key="scr_confirm"
     ):
         try:
-            result = scrape_views.set_quarantine(who, run_id, quarantine, reason)
+            result = quarantine_ops.set_quarantine(who, run_id, quarantine, reason)
         except ServiceError as exc:
             show_refusal(exc)
             return
@@ -170,7 +177,7 @@ else:
         st.text(
             f"By {run['quarantined_by']} at {run['quarantined_at']}: {run['quarantine_reason']}"
         )
-    if who.can("analyst"):
+    if who.can(Role.ANALYST):
         label = "Release this run" if run["quarantined"] else "Quarantine this run"
         if st.button(label, key="scr_open"):
             st.session_state[DIALOG] = (run["id"], not run["quarantined"])

@@ -11,6 +11,7 @@ import streamlit as st
 
 from services.errors import ServiceError
 from services.ops.auth import Principal
+from services.vocabulary import MarketStatus, Result
 
 
 def principal() -> Principal:
@@ -50,17 +51,17 @@ def md_text(value: object) -> str:
 
 def _market_state(row: Mapping[str, Any]) -> tuple[str, str]:
     """(label, colour) of a market's state, bad states first."""
-    if row["status"] == "OPEN":
+    if row["status"] == MarketStatus.OPEN:
         if row["needs_attention"]:
             return "NEEDS ATTENTION", "red"
         if row["overdue"]:
             return "OVERDUE", "red"
         if row["due"]:
             return "DUE", "orange"
-        return "OPEN", "green"
-    if row["status"] == "RESOLVED":
-        return f"RESOLVED {row['outcome']}", "blue"
-    return f"CANCELLED {row['cancel_reason']}", "gray"
+        return MarketStatus.OPEN.value, "green"
+    if row["status"] == MarketStatus.RESOLVED:
+        return f"{MarketStatus.RESOLVED} {row['outcome']}", "blue"
+    return f"{MarketStatus.CANCELLED} {row['cancel_reason']}", "gray"
 
 
 def market_state(row: Mapping[str, Any]) -> str:
@@ -75,8 +76,8 @@ def market_badge(row: Mapping[str, Any]) -> str:
     return f":{colour}-badge[{md_text(label)}]"
 
 
-_BAD = frozenset({"NEEDS ATTENTION", "OVERDUE", "REFUSED", "FAILED"})
-_WARN = frozenset({"DUE", "STATE_CHANGED"})
+_BAD = frozenset({"NEEDS ATTENTION", "OVERDUE", Result.REFUSED, Result.FAILED})
+_WARN = frozenset({"DUE", Result.STATE_CHANGED})
 
 
 def state_css(label: object) -> str:
@@ -87,7 +88,7 @@ def state_css(label: object) -> str:
         return "background-color: #fde7e7; color: #a61b1b; font-weight: 600"
     if text in _WARN:
         return "background-color: #fff3e0; color: #8a4b00; font-weight: 600"
-    if text.startswith("CANCELLED"):
+    if text.startswith(MarketStatus.CANCELLED):
         return "color: #6b6b6b"
     return ""
 

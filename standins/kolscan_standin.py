@@ -29,12 +29,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from services.vocabulary import Timeframe
 from standins.roster import RosterKol, roster, wallet_for
 
 VARIANTS = ("normal", "big", "odd", "layout_changed", "empty", "slow", "error")
-TIMEFRAMES = {"1": "daily", "7": "weekly", "30": "monthly"}
+# The site names a board by its `?timeframe=` parameter.
+_BY_PARAM = {tf.kolscan_param: tf for tf in Timeframe}
 BIG_ROWS = 600
-_SCALE = {"daily": 1, "weekly": 4, "monthly": 12}
+# How much bigger a longer board's numbers are: the stand-in's own choice, not the site's.
+_SCALE = {Timeframe.DAILY: 1, Timeframe.WEEKLY: 4, Timeframe.MONTHLY: 12}
 _MINUS = "\u2212"
 
 
@@ -103,7 +106,7 @@ def _kols(variant: str, size: int) -> list[RosterKol]:
 
 
 def _base_row(
-    kol: RosterKol, index: int, timeframe: str, bucket: int, price: Decimal
+    kol: RosterKol, index: int, timeframe: Timeframe, bucket: int, price: Decimal
 ) -> StandinRow:
     rng = random.Random(f"{timeframe}:{bucket}:{kol.wallet}")
     scale = _SCALE[timeframe]
@@ -170,9 +173,10 @@ def _oddify(row: StandinRow, index: int, price: Decimal) -> StandinRow:
 
 
 def leaderboard(
-    timeframe: str, bucket: int, variant: str = "normal", size: int = BIG_ROWS
+    timeframe: Timeframe | str, bucket: int, variant: str = "normal", size: int = BIG_ROWS
 ) -> list[StandinRow]:
     """The rows the page shows, in rank order, for a timeframe (`daily`...) and a time bucket."""
+    timeframe = Timeframe(timeframe)
     if variant in ("empty", "error"):
         return []
     price = Decimal(random.Random(f"price:{bucket}").randint(12000, 26000)) / 100
@@ -348,20 +352,20 @@ class KolscanStandin:
             return self.fixed_bucket
         return current_bucket(self.bucket_seconds)
 
-    def expected_rows(self, timeframe: str) -> list[StandinRow]:
+    def expected_rows(self, timeframe: Timeframe | str) -> list[StandinRow]:
         """What the page shows right now for `timeframe` (`daily`, `weekly`, `monthly`)."""
         with self._lock:
             variant, size = self._variant, self._big_rows
         return leaderboard(timeframe, self.bucket(), variant, size)
 
-    def page(self, timeframe: str) -> tuple[int, bytes]:
+    def page(self, timeframe: Timeframe) -> tuple[int, bytes]:
         with self._lock:
             variant, size = self._variant, self._big_rows
         if variant == "error":
             return HTTPStatus.INTERNAL_SERVER_ERROR, _ERROR_PAGE
         rows = leaderboard(timeframe, self.bucket(), variant, size)
         data = {
-            "tf": next(k for k, v in TIMEFRAMES.items() if v == timeframe),
+            "tf": timeframe.kolscan_param,
             "layout": "changed" if variant == "layout_changed" else "normal",
             "firstMs": self.slow_ms if variant == "slow" else self.first_ms,
             "batchMs": self.batch_ms,
@@ -405,7 +409,7 @@ def _handler_for(site: KolscanStandin) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
-            timeframe = TIMEFRAMES.get(parse_qs(url.query).get("timeframe", ["1"])[0])
+            timeframe = _BY_PARAM.get(parse_qs(url.query).get("timeframe", ["1"])[0])
             if url.path != "/leaderboard" or timeframe is None:
                 self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
                 return

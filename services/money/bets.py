@@ -34,7 +34,8 @@ from db.models import MONEY_SCALE
 from services.errors import ErrorCode, ServiceError
 from services.money import ledger, pricing
 from services.money.ledger import Posting
-from services.money.pricing import Action, Pools, Side, Trade, TradeLimits
+from services.money.pricing import Pools, Trade, TradeLimits
+from services.vocabulary import AccountKind, LedgerKind, MarketStatus, Side, TradeAction
 
 BUY_DECIMALS = 2  # users pay whole cents
 _MAX_ID = 2**63 - 1
@@ -47,8 +48,8 @@ class BetError(ServiceError):
 @dataclass(frozen=True)
 class BetReceipt:
     bet_id: int
-    side: str
-    action: str
+    side: Side
+    action: TradeAction
     shares: Decimal
     money: Decimal  # BUY: paid, fee included; SELL: received
     fee: Decimal
@@ -76,7 +77,7 @@ def place_bet(
     """
     side_ = pricing.parse_side(side)
     action_ = pricing.parse_action(action)
-    if action_ is Action.BUY:
+    if action_ is TradeAction.BUY:
         amount = pricing.parse_amount(amount, decimals=BUY_DECIMALS, what="amount paid")
     else:
         amount = pricing.parse_amount(amount, decimals=MONEY_SCALE, what="shares to sell")
@@ -108,10 +109,11 @@ def _is_id(value: object) -> bool:
 
 
 # The escrow and fee account ids ride along with the market lock: no extra round trips.
+# The vocabulary is interpolated once, at import: the text stays one constant prepared statement.
 _LOCK_MARKET = (
     "SELECT m.status, m.opens_at <= now() AS started, m.closes_at > now() AS before_close,"
     " m.pool_yes, m.pool_no, e.id AS escrow_account,"
-    " (SELECT id FROM accounts WHERE kind = 'FEE') AS fee_account,"
+    f" (SELECT id FROM accounts WHERE kind = '{AccountKind.FEE}') AS fee_account,"
     " nextval('bets_id_seq') AS bet_id"
     " FROM markets m JOIN accounts e ON e.market_id = m.id"
     " WHERE m.id = %(market_id)s FOR UPDATE OF m"
@@ -156,7 +158,9 @@ def _write(position_sql: str) -> str:
     )
 
 
-_WRITE = {Action.BUY: _write(_POSITION_BUY), Action.SELL: _write(_POSITION_SELL)}
+_WRITE = {TradeAction.BUY: _write(_POSITION_BUY), TradeAction.SELL: _write(_POSITION_SELL)}
+# The ledger transaction a trade posts.
+_LEDGER_KIND = {TradeAction.BUY: LedgerKind.BET, TradeAction.SELL: LedgerKind.SELL}
 
 
 def _place(
@@ -164,7 +168,7 @@ def _place(
     user_id: int,
     market_id: int,
     side: Side,
-    action: Action,
+    action: TradeAction,
     amount: Decimal,
     limits: TradeLimits,
     actor: str,
@@ -178,7 +182,7 @@ def _place(
     market = locked_market.fetchone()  # sends BEGIN and both locks: the first round trip
     if market is None:
         raise BetError(ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist")
-    if market.status != "OPEN":
+    if market.status != MarketStatus.OPEN:
         raise BetError(
             ErrorCode.MARKET_NOT_OPEN,
             f"market {market_id} is {market.status}",
@@ -192,13 +196,13 @@ def _place(
     user = locked_user.fetchone()
     if user is None:
         raise BetError(ErrorCode.UNKNOWN_USER, f"user {user_id} does not exist")
-    if action is Action.BUY and amount > user.balance:
+    if action is TradeAction.BUY and amount > user.balance:
         raise BetError(
             ErrorCode.INSUFFICIENT_BALANCE,
             f"paying {amount} needs more than the balance {user.balance}",
             balance=str(user.balance),
         )
-    if action is Action.SELL and amount > user.held:
+    if action is TradeAction.SELL and amount > user.held:
         raise BetError(
             ErrorCode.INSUFFICIENT_SHARES,
             f"selling {amount} {side} shares needs more than the {user.held} held",
@@ -209,7 +213,7 @@ def _place(
     bet_id: int = market.bet_id
     post = ledger.posting(  # checked before anything is written
         key=f"bet:{bet_id}",
-        kind="BET" if action is Action.BUY else "SELL",
+        kind=_LEDGER_KIND[action],
         postings=_postings(trade, user.account, market.escrow_account, market.fee_account),
         actor=actor,
         market_id=market_id,
@@ -236,8 +240,8 @@ def _place(
     # Both travel with COMMIT when `pipelined` ends: the second round trip.
     return BetReceipt(
         bet_id=bet_id,
-        side=side.value,
-        action=action.value,
+        side=side,
+        action=action,
         shares=trade.shares,
         money=trade.money,
         fee=trade.fee,
@@ -247,7 +251,7 @@ def _place(
 
 
 def _postings(trade: Trade, user: int, escrow: int, fee: int) -> list[Posting]:
-    if trade.action is Action.SELL:
+    if trade.action is TradeAction.SELL:
         return [Posting(escrow, -trade.net), Posting(user, trade.net)]
     postings = [Posting(user, -trade.money), Posting(escrow, trade.net)]
     if trade.fee:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.engine import read_session
+from services.vocabulary import BetStatus, MarketStatus, Side
 
 
 class Check(StrEnum):
@@ -46,6 +47,7 @@ class IntegrityReport:
         return grouped
 
 
+# The vocabulary is interpolated once, at import, into constant texts.
 _QUERIES: dict[Check, str] = {
     Check.BALANCE_MATCHES_LEDGER: """
         SELECT a.kind || ':' || coalesce(a.user_id::text, a.market_id::text, a.id::text),
@@ -65,29 +67,29 @@ _QUERIES: dict[Check, str] = {
     Check.LEDGER_TOTAL_ZERO: """
         SELECT 'all accounts', 'balances sum to ' || sum(balance)
         FROM accounts HAVING sum(balance) <> 0""",
-    Check.FINAL_ESCROW_EMPTY: """
+    Check.FINAL_ESCROW_EMPTY: f"""
         SELECT 'market:' || m.id, m.status || ' market holds ' || a.balance || ' in escrow'
         FROM markets m JOIN accounts a ON a.market_id = m.id
-        WHERE m.status <> 'OPEN' AND a.balance <> 0
+        WHERE m.status <> '{MarketStatus.OPEN}' AND a.balance <> 0
         ORDER BY m.id""",
-    Check.NO_OPEN_BET_IN_FINAL_MARKET: """
+    Check.NO_OPEN_BET_IN_FINAL_MARKET: f"""
         SELECT 'market:' || b.market_id, count(*) || ' bets still OPEN in a ' || m.status
                || ' market'
         FROM bets b JOIN markets m ON m.id = b.market_id
-        WHERE m.status <> 'OPEN' AND b.status = 'OPEN'
+        WHERE m.status <> '{MarketStatus.OPEN}' AND b.status = '{BetStatus.OPEN}'
         GROUP BY b.market_id, m.status
         ORDER BY b.market_id""",
     # escrow = pool_yes + YES held = pool_no + NO held, exactly (PRODUCT.md section 4).
-    Check.CPMM_ESCROW_COVERS_SHARES: """
+    Check.CPMM_ESCROW_COVERS_SHARES: f"""
         SELECT 'market:' || m.id,
                'escrow ' || a.balance || ', pool_yes+held ' || (m.pool_yes + coalesce(p.yes, 0))
                || ', pool_no+held ' || (m.pool_no + coalesce(p.no, 0))
         FROM markets m JOIN accounts a ON a.market_id = m.id
         LEFT JOIN (SELECT market_id,
-                          sum(shares) FILTER (WHERE side = 'YES') AS yes,
-                          sum(shares) FILTER (WHERE side = 'NO') AS no
+                          sum(shares) FILTER (WHERE side = '{Side.YES}') AS yes,
+                          sum(shares) FILTER (WHERE side = '{Side.NO}') AS no
                    FROM positions GROUP BY market_id) p ON p.market_id = m.id
-        WHERE m.status = 'OPEN'
+        WHERE m.status = '{MarketStatus.OPEN}'
           AND (a.balance <> m.pool_yes + coalesce(p.yes, 0)
                OR a.balance <> m.pool_no + coalesce(p.no, 0))
         ORDER BY m.id""",

@@ -4,33 +4,57 @@ Every money movement is one ledger transaction whose entries sum to zero. Entrie
 append-only (the database refuses updates and deletes); account balances are the materialised
 sum of their entries, updated in the same database transaction as the entries are written.
 
-Two ways to write a transaction: `post(session, posting(...))` for a handful of known postings
-(one statement, `POST`, which bet placement also queues in its pipeline), and `begin` + set-based
-`INSERT ... SELECT` + `finish` for transactions with many entries (settlement). Either way the
-sum is verified before the balances change, and the database refuses unknown accounts, reused
-keys and balances going negative; `refusal` turns those refusals into LedgerErrors.
+This module is the closed API every writer of money goes through (`__all__`):
+- `post(session, posting(...))` (or `transfer`) for a handful of known postings: one statement,
+  `POST`, which bet placement also queues in its pipeline;
+- `begin` + set-based `INSERT ... SELECT` + `finish` for transactions with many entries
+  (settlement);
+- `reverse` to undo a posted transaction entry by entry.
+Either way the sum is verified before the balances change, and the database refuses unknown
+accounts, reused keys and balances going negative; `refusal` turns those refusals into
+LedgerErrors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from psycopg import errors as pg_errors
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import MONEY_SCALE, Account, LedgerEntry, LedgerTransaction
+from db.models import MONEY_SCALE, Account, LedgerTransaction
 from services.errors import ErrorCode, ServiceError
+from services.vocabulary import SYSTEM_ACCOUNTS, AccountKind, LedgerKind
 
-QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
-# The database's refusals of a posting, by constraint name.
-IDEMPOTENCY_CONSTRAINT = "uq_ledger_transactions_idempotency_key"
-ACCOUNT_CONSTRAINT = "fk_ledger_entries_account_id_accounts"
-BALANCE_CONSTRAINT = "ck_accounts_balance_nonneg"
+__all__ = [
+    "MAX_AMOUNT",
+    "POST",
+    "DuplicateTransaction",
+    "LedgerError",
+    "Posting",
+    "begin",
+    "finish",
+    "money",
+    "open_account",
+    "post",
+    "posting",
+    "refusal",
+    "reverse",
+    "system_account_id",
+    "transfer",
+    "user_account_id",
+]
+
 MAX_AMOUNT = Decimal("1e15")
+_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+# The database's refusals of a posting, by constraint name.
+_IDEMPOTENCY_CONSTRAINT = "uq_ledger_transactions_idempotency_key"
+_ACCOUNT_CONSTRAINT = "fk_ledger_entries_account_id_accounts"
+_BALANCE_CONSTRAINT = "ck_accounts_balance_nonneg"
 
 
 class LedgerError(ServiceError):
@@ -50,7 +74,6 @@ class DuplicateTransaction(LedgerError):
 class Posting:
     account_id: int
     amount: Decimal
-    reverses_entry_id: int | None = None
 
 
 def money(value: object, *, what: str = "amount") -> Decimal:
@@ -63,7 +86,7 @@ def money(value: object, *, what: str = "amount") -> Decimal:
         raise LedgerError(ErrorCode.INVALID_AMOUNT, f"{what} is not a number: {value!r}") from None
     if not amount.is_finite():
         raise LedgerError(ErrorCode.INVALID_AMOUNT, f"{what} must be finite, got {amount}")
-    if amount != amount.quantize(QUANTUM):
+    if amount != amount.quantize(_QUANTUM):
         raise LedgerError(
             ErrorCode.INVALID_AMOUNT, f"{what} has more than {MONEY_SCALE} decimals: {amount}"
         )
@@ -75,8 +98,10 @@ def money(value: object, *, what: str = "amount") -> Decimal:
 # -- accounts -----------------------------------------------------------------------------------
 
 
-def system_account_id(session: Session, kind: str) -> int:
+def system_account_id(session: Session, kind: AccountKind) -> int:
     """The id of the EXTERNAL, HOUSE or FEE account."""
+    if kind not in SYSTEM_ACCOUNTS:  # a USER or ESCROW kind would match any of many rows
+        raise LedgerError(ErrorCode.INTERNAL_ERROR, f"{kind} is not a system account")
     account_id = session.scalar(select(Account.id).where(Account.kind == kind))
     if account_id is None:
         raise LedgerError(ErrorCode.INTERNAL_ERROR, f"system account {kind} is missing")
@@ -90,18 +115,14 @@ def user_account_id(session: Session, user_id: int) -> int:
     return account_id
 
 
-def escrow_account_id(session: Session, market_id: int) -> int:
-    account_id = session.scalar(select(Account.id).where(Account.market_id == market_id))
-    if account_id is None:
-        raise LedgerError(
-            ErrorCode.UNKNOWN_MARKET, f"market {market_id} has no escrow", market_id=market_id
-        )
-    return account_id
-
-
 def open_account(
-    session: Session, *, kind: str, user_id: int | None = None, market_id: int | None = None
+    session: Session,
+    *,
+    kind: AccountKind,
+    user_id: int | None = None,
+    market_id: int | None = None,
 ) -> int:
+    """Open a USER account (with `user_id`) or a market's ESCROW (with `market_id`)."""
     account_id = session.scalar(
         insert(Account)
         .values(kind=kind, user_id=user_id, market_id=market_id)
@@ -111,29 +132,20 @@ def open_account(
     return account_id
 
 
-def ledger_balance(session: Session, account_id: int) -> Decimal:
-    """The account's balance recomputed from its entries (what `accounts.balance` must equal)."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.account_id == account_id
-        )
-    )
-    return Decimal(total)
-
-
 # -- transactions -------------------------------------------------------------------------------
 
 
 def _header(
     key: str,
-    kind: str,
+    kind: LedgerKind,
     actor: str,
     market_id: int | None,
     bet_id: int | None,
     memo: str | None,
-    reverses_transaction_id: int | None,
 ) -> dict[str, object]:
     """The parameters of a ledger_transactions row, as both ways of writing one name them."""
+    if not key:
+        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
     return {
         "key": key,
         "kind": kind,
@@ -141,7 +153,6 @@ def _header(
         "bet_id": bet_id,
         "actor": actor,
         "memo": memo,
-        "rev": reverses_transaction_id,
     }
 
 
@@ -149,16 +160,16 @@ def begin(
     session: Session,
     *,
     key: str,
-    kind: str,
+    kind: LedgerKind,
     actor: str,
     market_id: int | None = None,
     bet_id: int | None = None,
     memo: str | None = None,
     reverses_transaction_id: int | None = None,
 ) -> int:
-    """Write a transaction header. Raises DuplicateTransaction when `key` was already used."""
-    if not key:
-        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
+    """Write a transaction header, for entries the caller then inserts (set-based SQL) and
+    `finish` checks and applies. Raises DuplicateTransaction when `key` was already used."""
+    header = _header(key, kind, actor, market_id, bet_id, memo)
     try:
         return session.execute(
             text(
@@ -166,28 +177,12 @@ def begin(
                 " (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)"
                 " VALUES (:key, :kind, :market_id, :bet_id, :actor, :memo, :rev) RETURNING id"
             ),
-            _header(key, kind, actor, market_id, bet_id, memo, reverses_transaction_id),
+            header | {"rev": reverses_transaction_id},
         ).scalar_one()
     except IntegrityError as exc:
         if (refused := refusal(exc.orig, key=key)) is None:
             raise
         raise refused from None
-
-
-def add_entries(session: Session, transaction_id: int, postings: Iterable[Posting]) -> None:
-    rows = [
-        {
-            "transaction_id": transaction_id,
-            "account_id": p.account_id,
-            "amount": money(p.amount),
-            "reverses_entry_id": p.reverses_entry_id,
-        }
-        for p in postings
-    ]
-    if any(r["amount"] == 0 for r in rows):
-        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a ledger entry cannot be zero")
-    if rows:
-        session.execute(insert(LedgerEntry), rows)
 
 
 _APPLY_FROM_ENTRIES = """
@@ -204,26 +199,26 @@ def refusal(error: BaseException | None, *, key: str = "") -> LedgerError | None
     connection (`db.engine.pipelined`) report refusals alike.
     """
     if isinstance(error, pg_errors.UniqueViolation) and (
-        error.diag.constraint_name == IDEMPOTENCY_CONSTRAINT
+        error.diag.constraint_name == _IDEMPOTENCY_CONSTRAINT
     ):
         return DuplicateTransaction(key)
     if isinstance(error, pg_errors.CheckViolation) and (
-        error.diag.constraint_name == BALANCE_CONSTRAINT
+        error.diag.constraint_name == _BALANCE_CONSTRAINT
     ):
         return LedgerError(
             ErrorCode.INSUFFICIENT_BALANCE,
             "this transaction would make a user balance or a market escrow negative",
         )
     if isinstance(error, pg_errors.ForeignKeyViolation) and (
-        error.diag.constraint_name == ACCOUNT_CONSTRAINT
+        error.diag.constraint_name == _ACCOUNT_CONSTRAINT
     ):
         return LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a posting names an unknown account")
     return None
 
 
 def finish(session: Session, transaction_id: int) -> None:
-    """Verify a transaction written with `begin`/`add_entries` (or set-based SQL) sums to zero,
-    and apply it to the account balances.
+    """Verify a transaction written with `begin` and set-based SQL has 2+ entries summing to
+    zero, and apply it to the account balances.
 
     Raises LedgerError; the caller's database transaction must then roll back (nothing is kept).
     """
@@ -254,16 +249,14 @@ def finish(session: Session, transaction_id: int) -> None:
 # Posting-list order is entry-id order.
 POST = """
     WITH t AS (
-        INSERT INTO ledger_transactions
-            (idempotency_key, kind, market_id, bet_id, actor, memo, reverses_transaction_id)
-        VALUES (%(key)s, %(kind)s, %(market_id)s, %(bet_id)s, %(actor)s, %(memo)s, %(rev)s)
+        INSERT INTO ledger_transactions (idempotency_key, kind, market_id, bet_id, actor, memo)
+        VALUES (%(key)s, %(kind)s, %(market_id)s, %(bet_id)s, %(actor)s, %(memo)s)
         RETURNING id),
     e AS (
-        INSERT INTO ledger_entries (transaction_id, account_id, amount, reverses_entry_id)
-        SELECT t.id, p.account_id, p.amount, p.reverses_entry_id
-        FROM t CROSS JOIN unnest(%(accounts)s::bigint[], %(amounts)s::numeric[],
-                                 %(reverses)s::bigint[]) WITH ORDINALITY
-                           AS p (account_id, amount, reverses_entry_id, n)
+        INSERT INTO ledger_entries (transaction_id, account_id, amount)
+        SELECT t.id, p.account_id, p.amount
+        FROM t CROSS JOIN unnest(%(accounts)s::bigint[], %(amounts)s::numeric[]) WITH ORDINALITY
+                           AS p (account_id, amount, n)
         ORDER BY p.n
         RETURNING account_id, amount),
     b AS (
@@ -276,13 +269,12 @@ POST = """
 def posting(
     *,
     key: str,
-    kind: str,
+    kind: LedgerKind,
     postings: Sequence[Posting],
     actor: str,
     market_id: int | None = None,
     bet_id: int | None = None,
     memo: str | None = None,
-    reverses_transaction_id: int | None = None,
 ) -> dict[str, object]:
     """Check one transaction is balanced and well formed; returns the parameters of `POST`.
 
@@ -297,12 +289,9 @@ def posting(
         )
     if any(a == 0 for a in amounts):
         raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "a ledger entry cannot be zero")
-    if not key:
-        raise LedgerError(ErrorCode.INVALID_LEDGER_ENTRY, "an idempotency key is required")
-    return _header(key, kind, actor, market_id, bet_id, memo, reverses_transaction_id) | {
+    return _header(key, kind, actor, market_id, bet_id, memo) | {
         "accounts": [p.account_id for p in postings],
         "amounts": amounts,
-        "reverses": [p.reverses_entry_id for p in postings],
     }
 
 
@@ -321,15 +310,14 @@ def transfer(
     session: Session,
     *,
     key: str,
-    kind: str,
+    kind: LedgerKind,
     from_account: int,
     to_account: int,
     amount: Decimal,
     actor: str,
     market_id: int | None = None,
-    bet_id: int | None = None,
-    memo: str | None = None,
 ) -> int:
+    """Move a positive `amount` from one account to another."""
     amount = money(amount)
     if amount <= 0:
         raise LedgerError(ErrorCode.INVALID_AMOUNT, f"a transfer must be positive, got {amount}")
@@ -341,8 +329,6 @@ def transfer(
             postings=[Posting(from_account, -amount), Posting(to_account, amount)],
             actor=actor,
             market_id=market_id,
-            bet_id=bet_id,
-            memo=memo,
         ),
     )
 
@@ -357,7 +343,7 @@ def reverse(
     tx_id = begin(
         session,
         key=key,
-        kind="REVERSAL",
+        kind=LedgerKind.REVERSAL,
         actor=actor,
         market_id=original.market_id,
         bet_id=original.bet_id,

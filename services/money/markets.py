@@ -13,10 +13,11 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from db.models import MARKET_TYPES, TIMEFRAMES, Kol, Market
+from db.models import Kol
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
 from services.money import ledger
+from services.vocabulary import AccountKind, LedgerKind, MarketStatus, MarketType, Timeframe
 
 LIQUIDITY_DECIMALS = 2
 # Titles are shown, never parsed: the bound only stops absurd input.
@@ -24,7 +25,7 @@ MAX_TEXT_LENGTH = 20_000
 
 
 class MarketError(ServiceError):
-    """A market that cannot be opened, or one that does not exist."""
+    """A market that cannot be opened."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ def open_market(session: Session, spec: MarketSpec, *, actor: str) -> int:
             " threshold, target_rank, baseline, opens_at, closes_at, pool_yes, pool_no, liquidity)"
             " VALUES (:type, :title, :question_key, :kol_a_id, :kol_b_id, :timeframe, :threshold,"
             " :target_rank, :baseline, :opens_at, :closes_at, :liquidity, :liquidity, :liquidity)"
-            " ON CONFLICT (question_key) WHERE status = 'OPEN' DO NOTHING RETURNING id"
+            # The partial unique index on an open market's question_key is the arbiter.
+            f" ON CONFLICT (question_key) WHERE status = '{MarketStatus.OPEN}'"
+            " DO NOTHING RETURNING id"
         ).bindparams(bindparam("baseline", type_=JSONB)),
         {
             "type": spec.type,
@@ -76,12 +79,12 @@ def open_market(session: Session, spec: MarketSpec, *, actor: str) -> int:
             f"an open market already asks {spec.question_key!r}",
             question_key=spec.question_key,
         )
-    escrow = ledger.open_account(session, kind="ESCROW", market_id=market_id)
+    escrow = ledger.open_account(session, kind=AccountKind.ESCROW, market_id=market_id)
     ledger.transfer(
         session,
         key=f"liquidity:{market_id}",
-        kind="LIQUIDITY",
-        from_account=ledger.system_account_id(session, "HOUSE"),
+        kind=LedgerKind.LIQUIDITY,
+        from_account=ledger.system_account_id(session, AccountKind.HOUSE),
         to_account=escrow,
         amount=spec.liquidity,
         actor=actor,
@@ -90,28 +93,19 @@ def open_market(session: Session, spec: MarketSpec, *, actor: str) -> int:
     return market_id
 
 
-def get_market(session: Session, market_id: int) -> Market:
-    market = session.get(Market, market_id)
-    if market is None:
-        raise MarketError(
-            ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist", market_id=market_id
-        )
-    return market
-
-
 def _invalid(message: str, **details: Any) -> MarketError:
     return MarketError(ErrorCode.INVALID_MARKET, message, **details)
 
 
 def _validate(session: Session, spec: MarketSpec) -> None:
-    if spec.type not in MARKET_TYPES:
+    if spec.type not in set(MarketType):
         raise _invalid(f"unknown market type {spec.type!r}", type=spec.type)
     for what, value in (("title", spec.title), ("question key", spec.question_key)):
         try:
             free_text(value, what=what, max_len=MAX_TEXT_LENGTH)
         except ServiceError as exc:
             raise _invalid(exc.message) from None
-    if spec.timeframe is not None and spec.timeframe not in TIMEFRAMES:
+    if spec.timeframe is not None and spec.timeframe not in set(Timeframe):
         raise _invalid(f"unknown timeframe {spec.timeframe!r}", timeframe=spec.timeframe)
     if spec.opens_at.tzinfo is None or spec.closes_at.tzinfo is None:
         raise _invalid("opens_at and closes_at must be timezone-aware")

@@ -30,9 +30,9 @@ from decimal import (
     Decimal,
     localcontext,
 )
-from enum import StrEnum
 
 from services.errors import ErrorCode, ServiceError
+from services.vocabulary import Side, TradeAction
 
 SHARE_QUANTUM = Decimal("0.000001")
 CENT = Decimal("0.01")
@@ -43,16 +43,6 @@ PRICE_MAX = Decimal("0.99")
 MAX_TRADE_AMOUNT = Decimal("1000000000")
 # Enough digits for exact products of 6-decimal values up to 1e15 and a precise square root.
 _PRECISION = 80
-
-
-class Side(StrEnum):
-    YES = "YES"
-    NO = "NO"
-
-
-class Action(StrEnum):
-    BUY = "BUY"
-    SELL = "SELL"
 
 
 class PricingError(ServiceError):
@@ -94,7 +84,7 @@ class Trade:
     `net` is what enters (BUY) or leaves (SELL) the pool and escrow."""
 
     side: Side
-    action: Action
+    action: TradeAction
     money: Decimal
     fee: Decimal
     net: Decimal
@@ -120,9 +110,9 @@ def parse_side(value: object) -> Side:
     raise PricingError(ErrorCode.INVALID_SIDE, f"side must be YES or NO, got {value!r}")
 
 
-def parse_action(value: object) -> Action:
-    if isinstance(value, str) and value in Action.__members__:
-        return Action(value)
+def parse_action(value: object) -> TradeAction:
+    if isinstance(value, str) and value in TradeAction.__members__:
+        return TradeAction(value)
     raise PricingError(ErrorCode.INVALID_ACTION, f"action must be BUY or SELL, got {value!r}")
 
 
@@ -183,7 +173,7 @@ def buy(pools: Pools, side: Side, gross: Decimal, limits: TradeLimits) -> Trade:
     if shares <= 0:
         raise PricingError(ErrorCode.INVALID_AMOUNT, f"{gross} is too small to buy any shares")
     after = _pools(side, same_after, other_after)
-    trade = Trade(side, Action.BUY, gross, fee, net, shares, pools, after)
+    trade = Trade(side, TradeAction.BUY, gross, fee, net, shares, pools, after)
     _check_limits(trade, limits)
     return trade
 
@@ -205,13 +195,15 @@ def sell(pools: Pools, side: Side, shares: Decimal, limits: TradeLimits) -> Trad
     if money <= 0:
         raise PricingError(ErrorCode.INVALID_AMOUNT, f"{shares} shares are too few to sell")
     after = _pools(side, same + shares - money, other - money)
-    trade = Trade(side, Action.SELL, money, Decimal(0), money, shares, pools, after)
+    trade = Trade(side, TradeAction.SELL, money, Decimal(0), money, shares, pools, after)
     _check_limits(trade, limits)
     return trade
 
 
-def quote(pools: Pools, side: Side, action: Action, amount: Decimal, limits: TradeLimits) -> Trade:
-    return (buy if action is Action.BUY else sell)(pools, side, amount, limits)
+def quote(
+    pools: Pools, side: Side, action: TradeAction, amount: Decimal, limits: TradeLimits
+) -> Trade:
+    return (buy if action is TradeAction.BUY else sell)(pools, side, amount, limits)
 
 
 def _opposite(side: Side) -> Side:

@@ -1,11 +1,11 @@
 """Settlement, cancel+refund and re-settle of a market (PRODUCT.md section 3 points 6-8, section 5).
 
-Each operation is ONE database transaction that locks the market row, re-checks the status the
-caller saw, and then changes everything with a constant number of set-based statements (never one
-round trip per bet or per user): bets, positions, user stats, one balanced ledger transaction
-(whose `finish` applies every balance), the settlement record and the market row. A late or
-concurrent second call waits for the lock, sees the new status and returns ALREADY_DONE or
-STATE_CHANGED without touching anything.
+Each operation runs inside ONE database transaction (the caller's, see below): it locks the
+market row, re-checks the status the caller saw, and then changes everything with a constant number
+of set-based statements (never one round trip per bet or per user): bets, positions, user stats,
+one balanced ledger transaction (whose `finish` applies every balance), the settlement record and
+the market row. A late or concurrent second call waits for the lock, sees the new status and
+returns ALREADY_DONE or STATE_CHANGED without touching anything.
 
 Money rules:
 - SETTLE pays each user's NET winning shares (positions.shares of the winning side, shares still
@@ -27,32 +27,41 @@ Money rules:
   bet and position of the market. If the reversal would take a user below zero, nothing changes
   and a NEGATIVE_BALANCE error lists each such user's shortfall.
 
-`fault` is a test seam: when given, it is called with each step name (`*_STEPS` below) inside the
-transaction, so a test can fail or kill the connection at that exact point.
+Each operation runs in the caller's transaction: the caller owns the unit of work, so it can
+write more in the same transaction (the audit row or the resolution attempt that explains the
+change) and commit or retry the whole. `_checkpoint` is called with each step name (`*_STEPS`
+below) inside the transaction: a no-op that tests replace to fail or kill the connection at that
+exact point.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db.engine import read_session, retrying
+from db.engine import read_session
+from services import lifecycle
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
+from services.lifecycle import MarketState
 from services.money import ledger
+from services.vocabulary import (
+    AccountKind,
+    BetStatus,
+    LedgerKind,
+    MarketAction,
+    MarketStatus,
+    Result,
+    SettlementKind,
+    Side,
+    TradeAction,
+)
 
-Fault = Callable[[str], None]
-# Extra rows written in the operation's own transaction, only when it applies.
-Attach = Callable[[Session], None]
-Outcome = Literal["YES", "NO"]
-
-# Step names passed to `fault`, in the order they happen.
+# Step names passed to `_checkpoint`, in the order they happen.
 REVERSAL_STEPS = ("after_reversal",)
 SETTLE_STEPS = ("after_bets", "after_stats", "after_ledger", "after_balances", "before_commit")
 RESETTLE_STEPS = REVERSAL_STEPS + SETTLE_STEPS
@@ -63,18 +72,10 @@ MAX_ACTOR_LENGTH = 64
 MAX_TEXT = 10_000
 
 
-class ResultStatus(StrEnum):
-    APPLIED = "APPLIED"
-    # The market already is where the call wanted it (a double click, a late second caller).
-    ALREADY_DONE = "ALREADY_DONE"
-    # The market moved to another state than the caller saw; nothing was done.
-    STATE_CHANGED = "STATE_CHANGED"
-
-
 @dataclass(frozen=True)
 class SettlementResult:
     market_id: int
-    status: ResultStatus
+    status: Result
     market_status: str
     outcome: str | None
     message: str
@@ -89,7 +90,7 @@ class SettlementResult:
 
     @property
     def applied(self) -> bool:
-        return self.status is ResultStatus.APPLIED
+        return self.status is Result.OK
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class SettlementPreview:
     """What a settle or refund would do now, for a confirmation dialog; nothing is locked."""
 
     market_id: int
-    kind: Literal["SETTLE", "REFUND"]
+    kind: SettlementKind
     outcome: str | None
     market_status: str
     bets: int
@@ -113,95 +114,56 @@ class SettlementPreview:
 # -- public operations --------------------------------------------------------------------------
 
 
+def _checkpoint(step: str) -> None:
+    """The test seam: tests replace this to fail at `step`; production does nothing here."""
+
+
 def settle(
-    market_id: int,
-    outcome: str,
-    *,
-    actor: str,
-    reason: str,
-    expected_status: str = "OPEN",
-    fault: Fault | None = None,
-    attach: Attach | None = None,
+    session: Session, market_id: int, outcome: str, *, actor: str, reason: str
 ) -> SettlementResult:
-    """Resolve an OPEN market with `outcome` and pay the winners. Use `resettle` to correct a
-    final market: a stale caller must never reverse a settlement by accident. `attach` writes
-    more rows in the same transaction, only if the settlement applies (the resolver's record of
-    the evidence it used)."""
+    """Resolve an OPEN market with `outcome` and pay the winners, in the caller's transaction.
+    Use `resettle` to correct a final market: a stale caller must never reverse a settlement by
+    accident."""
     side = _outcome(outcome)
     reason = _required(reason, "reason")
     actor = _actor(actor)
-    if expected_status != "OPEN":
-        raise ServiceError(
-            ErrorCode.INVALID_INPUT,
-            f"settle expects an OPEN market, not {expected_status!r}: use resettle",
-            expected_status=expected_status,
-        )
-
-    return retrying(
-        lambda session: _settle(session, market_id, side, actor, reason, "OPEN", fault, attach),
-        what=f"settle market {market_id}",
-    )
+    return _settle(session, market_id, side, actor, reason, MarketStatus.OPEN)
 
 
 def resettle(
+    session: Session,
     market_id: int,
     outcome: str,
     *,
     actor: str,
     reason: str,
     expected_status: str,
-    fault: Fault | None = None,
-    attach: Attach | None = None,
 ) -> SettlementResult:
     """Reverse the active settlement of a RESOLVED or CANCELLED market and settle it anew with
-    `outcome`, in one transaction (with `attach`'s rows, as for `settle`). `expected_status` is
-    the status the operator saw."""
+    `outcome`, in the caller's transaction. `expected_status` is the status the operator saw."""
     side = _outcome(outcome)
     reason = _required(reason, "reason")
     actor = _actor(actor)
-    if expected_status not in ("RESOLVED", "CANCELLED"):
-        raise ServiceError(
-            ErrorCode.INVALID_INPUT,
-            f"resettle applies to a RESOLVED or CANCELLED market, not {expected_status!r}",
-            expected_status=expected_status,
-        )
-
-    return retrying(
-        lambda session: _settle(
-            session, market_id, side, actor, reason, expected_status, fault, attach
-        ),
-        what=f"resettle market {market_id}",
-    )
+    expected = _expected(MarketAction.RESETTLE, expected_status, side)
+    return _settle(session, market_id, side, actor, reason, expected)
 
 
 def cancel_and_refund(
+    session: Session,
     market_id: int,
     reason_code: ErrorCode | str,
     detail: str,
     *,
     actor: str,
-    expected_status: str = "OPEN",
-    fault: Fault | None = None,
-    attach: Attach | None = None,
+    expected_status: str = MarketStatus.OPEN,
 ) -> SettlementResult:
     """Cancel an OPEN market (or a RESOLVED one, reversing its settlement first) and refund every
-    user, in one transaction (with `attach`'s rows, as for `settle`)."""
+    user, in the caller's transaction."""
     code = _reason_code(reason_code)
     detail = _required(detail, "detail")
     actor = _actor(actor)
-    if expected_status not in ("OPEN", "RESOLVED"):
-        raise ServiceError(
-            ErrorCode.INVALID_INPUT,
-            f"cancel applies to an OPEN or RESOLVED market, not {expected_status!r}",
-            expected_status=expected_status,
-        )
-
-    return retrying(
-        lambda session: _refund(
-            session, market_id, code, detail, actor, expected_status, fault, attach
-        ),
-        what=f"cancel market {market_id}",
-    )
+    expected = _expected(MarketAction.CANCEL, expected_status, None)
+    return _refund(session, market_id, code, detail, actor, expected)
 
 
 def preview_settle(market_id: int, outcome: str) -> SettlementPreview:
@@ -216,7 +178,9 @@ def preview_settle(market_id: int, outcome: str) -> SettlementPreview:
             ),
             {"m": market_id, "side": side},
         ).one()
-        return _preview(session, market, "SETTLE", side, int(paid[0]), Decimal(paid[1]))
+        return _preview(
+            session, market, SettlementKind.SETTLE, side, int(paid[0]), Decimal(paid[1])
+        )
 
 
 def preview_refund(market_id: int) -> SettlementPreview:
@@ -230,17 +194,17 @@ def preview_refund(market_id: int) -> SettlementPreview:
             ),
             {"m": market_id},
         ).one()
-        return _preview(session, market, "REFUND", None, int(paid[0]), Decimal(paid[1]))
+        return _preview(
+            session, market, SettlementKind.REFUND, None, int(paid[0]), Decimal(paid[1])
+        )
 
 
 # -- validation ---------------------------------------------------------------------------------
 
 
-def _outcome(value: object) -> Outcome:
-    if value == "YES":
-        return "YES"
-    if value == "NO":
-        return "NO"
+def _outcome(value: object) -> Side:
+    if isinstance(value, str) and value in tuple(Side):
+        return Side(value)
     raise ServiceError(ErrorCode.INVALID_INPUT, f"outcome must be YES or NO, got {value!r}")
 
 
@@ -250,6 +214,25 @@ def _required(value: object, what: str) -> str:
 
 def _actor(value: object) -> str:
     return free_text(value, what="actor", max_len=MAX_ACTOR_LENGTH)
+
+
+def _expected(action: MarketAction, status: object, side: Side | None) -> MarketStatus:
+    """The status the caller saw, refused up front when `action` never applies to it."""
+    try:
+        expected = MarketStatus(str(status))
+    except ValueError:
+        raise ServiceError(
+            ErrorCode.INVALID_INPUT, f"unknown market status {status!r}", expected_status=status
+        ) from None
+    # Seen without its outcome: a RESOLVED market may still be re-settled to the other side.
+    why = lifecycle.refusal(action, MarketState(expected), side)
+    if why is not None:
+        raise ServiceError(
+            ErrorCode.INVALID_INPUT,
+            f"{action} does not apply to a market seen {expected}: {why}",
+            expected_status=expected,
+        )
+    return expected
 
 
 def _reason_code(value: object) -> ErrorCode:
@@ -271,6 +254,10 @@ class _Market:
     outcome: str | None
     escrow_id: int
 
+    @property
+    def state(self) -> MarketState:
+        return MarketState(MarketStatus(self.status), Side(self.outcome) if self.outcome else None)
+
 
 def _market(session: Session, market_id: int, *, lock: bool) -> _Market:
     row = session.execute(
@@ -288,8 +275,8 @@ def _market(session: Session, market_id: int, *, lock: bool) -> _Market:
     return _Market(*row)
 
 
-def _not_applied(market: _Market, status: ResultStatus, wanted: str) -> SettlementResult:
-    if status is ResultStatus.ALREADY_DONE:
+def _not_applied(market: _Market, status: Result, wanted: str) -> SettlementResult:
+    if status is Result.ALREADY_DONE:
         message = f"market {market.id} is already {wanted}: nothing to do"
     else:
         current = market.status + (f" {market.outcome}" if market.outcome else "")
@@ -301,29 +288,27 @@ def _noop(market: _Market, target: str, outcome: str | None) -> SettlementResult
     """ALREADY_DONE when the market already is the target, STATE_CHANGED otherwise."""
     done = market.status == target and (outcome is None or market.outcome == outcome)
     wanted = target + (f" {outcome}" if outcome else "")
-    return _not_applied(
-        market, ResultStatus.ALREADY_DONE if done else ResultStatus.STATE_CHANGED, wanted
-    )
+    return _not_applied(market, Result.ALREADY_DONE if done else Result.STATE_CHANGED, wanted)
 
 
 def _settle(
     session: Session,
     market_id: int,
-    outcome: Outcome,
+    outcome: Side,
     actor: str,
     reason: str,
-    expected: str,
-    fault: Fault | None,
-    attach: Attach | None,
+    expected: MarketStatus,
 ) -> SettlementResult:
     market = _market(session, market_id, lock=True)
-    if market.status != expected or (market.status == "RESOLVED" and market.outcome == outcome):
-        return _noop(market, "RESOLVED", outcome)
-    step = fault or _no_fault
+    correcting = expected is not MarketStatus.OPEN
+    if market.status != expected or (
+        correcting and lifecycle.refusal(MarketAction.RESETTLE, market.state, outcome)
+    ):
+        return _noop(market, MarketStatus.RESOLVED, outcome)
     reversal_tx = None
-    if market.status != "OPEN":
+    if correcting:
         reversal_tx = _reverse_active(session, market, actor, reason)
-        step("after_reversal")
+        _checkpoint("after_reversal")
     session.execute(
         text(
             "UPDATE positions SET payout = CASE WHEN side = :side THEN shares ELSE 0 END"
@@ -332,38 +317,38 @@ def _settle(
         {"m": market_id, "side": outcome},
     )
     bets = _allocate_to_bets(session, market_id, weight="shares", outcome=outcome)
-    step("after_bets")
+    _checkpoint("after_bets")
     _apply_stats(session, market_id, sign=1, counts_win=True)
-    step("after_stats")
+    _checkpoint("after_stats")
     seq = _next_seq(session, market_id)
     result = _pay(
         session,
         market,
         key=f"settle:{market_id}:{seq}",
-        kind="PAYOUT",
+        kind=LedgerKind.PAYOUT,
         actor=actor,
         memo=reason,
         house_may_pay_in=False,
-        step=step,
     )
-    settlement_id = _record(session, market_id, "SETTLE", outcome, result[0], actor, reason)
+    settlement_id = _record(
+        session, market_id, SettlementKind.SETTLE, outcome, result[0], actor, reason
+    )
     session.execute(
         text(
-            "UPDATE markets SET status = 'RESOLVED', outcome = :side, resolved_at = now(),"
+            f"UPDATE markets SET status = '{MarketStatus.RESOLVED}', outcome = :side,"
+            " resolved_at = now(),"
             " cancel_reason = NULL, cancel_detail = NULL, cancelled_at = NULL,"
             " needs_attention = false, attention_reason = NULL WHERE id = :m"
         ),
         {"m": market_id, "side": outcome},
     )
-    if attach is not None:
-        attach(session)
-    step("before_commit")
+    _checkpoint("before_commit")
     tx_id, users_paid, total, to_house = result
     verb = "re-settled" if reversal_tx else "settled"
     return SettlementResult(
         market_id,
-        ResultStatus.APPLIED,
-        "RESOLVED",
+        Result.OK,
+        MarketStatus.RESOLVED,
         outcome,
         f"market {market_id} {verb} {outcome}: {users_paid} users paid {total},"
         f" {to_house} to the house",
@@ -383,18 +368,15 @@ def _refund(
     code: ErrorCode,
     detail: str,
     actor: str,
-    expected: str,
-    fault: Fault | None,
-    attach: Attach | None,
+    expected: MarketStatus,
 ) -> SettlementResult:
     market = _market(session, market_id, lock=True)
-    if market.status != expected:
-        return _noop(market, "CANCELLED", None)
-    step = fault or _no_fault
+    if market.status != expected or lifecycle.refusal(MarketAction.CANCEL, market.state):
+        return _noop(market, MarketStatus.CANCELLED, None)
     reversal_tx = None
-    if market.status == "RESOLVED":
+    if market.status == MarketStatus.RESOLVED:
         reversal_tx = _reverse_active(session, market, actor, f"{code}: {detail}")
-        step("after_reversal")
+        _checkpoint("after_reversal")
     # Each user's refund, split over their positions in proportion to paid_in (cumulative
     # rounding down, so the split sums exactly to the refund).
     session.execute(
@@ -413,39 +395,37 @@ def _refund(
         {"m": market_id},
     )
     bets = _allocate_to_bets(session, market_id, weight="amount", outcome=None)
-    step("after_bets")
+    _checkpoint("after_bets")
     _apply_stats(session, market_id, sign=1, counts_win=False)
-    step("after_stats")
+    _checkpoint("after_stats")
     seq = _next_seq(session, market_id)
     result = _pay(
         session,
         market,
         key=f"refund:{market_id}:{seq}",
-        kind="REFUND",
+        kind=LedgerKind.REFUND,
         actor=actor,
         memo=f"{code}: {detail}",
         house_may_pay_in=True,
-        step=step,
     )
     settlement_id = _record(
-        session, market_id, "REFUND", None, result[0], actor, f"{code}: {detail}"
+        session, market_id, SettlementKind.REFUND, None, result[0], actor, f"{code}: {detail}"
     )
     session.execute(
         text(
-            "UPDATE markets SET status = 'CANCELLED', outcome = NULL, resolved_at = NULL,"
+            f"UPDATE markets SET status = '{MarketStatus.CANCELLED}', outcome = NULL,"
+            " resolved_at = NULL,"
             " cancel_reason = :code, cancel_detail = :detail, cancelled_at = now(),"
             " needs_attention = false, attention_reason = NULL WHERE id = :m"
         ),
         {"m": market_id, "code": code.value, "detail": detail},
     )
-    if attach is not None:
-        attach(session)
-    step("before_commit")
+    _checkpoint("before_commit")
     tx_id, users_paid, total, to_house = result
     return SettlementResult(
         market_id,
-        ResultStatus.APPLIED,
-        "CANCELLED",
+        Result.OK,
+        MarketStatus.CANCELLED,
         None,
         f"market {market_id} cancelled ({code}): {users_paid} users refunded {total},"
         f" {to_house} to the house",
@@ -459,25 +439,22 @@ def _refund(
     )
 
 
-def _no_fault(step: str) -> None:
-    return None
-
-
 # A position's payout split over its BUY bets in proportion to `weight`, with cumulative rounding
 # down: bet i gets floor(P * cum_i / W) - floor(P * cum_{i-1} / W), which telescopes to exactly P.
-_ALLOCATE_SQL = """
+_ALLOCATE_SQL = f"""
 UPDATE bets b SET
-  status = CASE WHEN CAST(:side AS text) IS NULL THEN 'REFUNDED'
-                WHEN b.side = CAST(:side AS text) THEN 'WON' ELSE 'LOST' END,
+  status = CASE WHEN CAST(:side AS text) IS NULL THEN '{BetStatus.REFUNDED}'
+                WHEN b.side = CAST(:side AS text) THEN '{BetStatus.WON}'
+                ELSE '{BetStatus.LOST}' END,
   payout = x.payout
 FROM (
   SELECT w.id,
-         CASE WHEN w.action = 'BUY' AND p.payout > 0 THEN
+         CASE WHEN w.action = '{TradeAction.BUY}' AND p.payout > 0 THEN
            trunc(p.payout * w.cum / w.whole, 6) - trunc(p.payout * (w.cum - w.weight) / w.whole, 6)
          ELSE 0 END AS payout
-  FROM (SELECT id, user_id, side, action, {weight} AS weight,
-               sum({weight}) OVER (PARTITION BY user_id, side, action ORDER BY id) AS cum,
-               sum({weight}) OVER (PARTITION BY user_id, side, action) AS whole
+  FROM (SELECT id, user_id, side, action, {{weight}} AS weight,
+               sum({{weight}}) OVER (PARTITION BY user_id, side, action ORDER BY id) AS cum,
+               sum({{weight}}) OVER (PARTITION BY user_id, side, action) AS whole
         FROM bets WHERE market_id = :m) w
   LEFT JOIN positions p ON p.market_id = :m AND p.user_id = w.user_id AND p.side = w.side
 ) x
@@ -487,7 +464,7 @@ _ALLOCATE = {w: text(_ALLOCATE_SQL.format(weight=w)) for w in ("shares", "amount
 
 
 def _allocate_to_bets(
-    session: Session, market_id: int, *, weight: str, outcome: Outcome | None
+    session: Session, market_id: int, *, weight: str, outcome: Side | None
 ) -> int:
     result = session.execute(_ALLOCATE[weight], {"m": market_id, "side": outcome})
     return int(result.rowcount)  # type: ignore[attr-defined]
@@ -498,11 +475,10 @@ def _pay(
     market: _Market,
     *,
     key: str,
-    kind: str,
+    kind: LedgerKind,
     actor: str,
     memo: str,
     house_may_pay_in: bool,
-    step: Fault,
 ) -> tuple[int, int, Decimal, Decimal]:
     """One ledger transaction: every user their positions' payouts, the whole escrow out, the
     difference to (or from) the house. Returns (tx id, users paid, total paid, to house)."""
@@ -522,7 +498,7 @@ def _pay(
             f"market {market.id}: escrow {escrow} does not cover winning shares {total}",
             market_id=market.id,
         )
-    house = ledger.system_account_id(session, "HOUSE")
+    house = ledger.system_account_id(session, AccountKind.HOUSE)
     tx_id = ledger.begin(session, key=key, kind=kind, actor=actor, market_id=market.id, memo=memo)
     session.execute(
         text(
@@ -545,9 +521,9 @@ def _pay(
             "house_amount": to_house,
         },
     )
-    step("after_ledger")
+    _checkpoint("after_ledger")
     ledger.finish(session, tx_id)
-    step("after_balances")
+    _checkpoint("after_balances")
     return tx_id, int(users_paid), Decimal(total), Decimal(to_house)
 
 
@@ -576,7 +552,7 @@ def _next_seq(session: Session, market_id: int) -> int:
 def _record(
     session: Session,
     market_id: int,
-    kind: str,
+    kind: SettlementKind,
     outcome: str | None,
     tx_id: int,
     actor: str,
@@ -625,7 +601,7 @@ def _shortfalls(session: Session, tx_id: int, *, lock: bool) -> dict[int, Decima
         text(
             "WITH u AS (SELECT a.user_id, a.balance, e.amount FROM ledger_entries e"
             "           JOIN accounts a ON a.id = e.account_id"
-            "           WHERE e.transaction_id = :tx AND a.kind = 'USER'"
+            f"           WHERE e.transaction_id = :tx AND a.kind = '{AccountKind.USER}'"
             "           ORDER BY a.id" + (" FOR UPDATE OF a" if lock else "") + ")"
             " SELECT user_id, amount - balance FROM u WHERE balance < amount ORDER BY user_id"
         ),
@@ -637,7 +613,7 @@ def _shortfalls(session: Session, tx_id: int, *, lock: bool) -> dict[int, Decima
 def _reverse_active(session: Session, market: _Market, actor: str, reason: str) -> int:
     settlement_id, kind, tx_id = _active_settlement(session, market.id, lock=True)
     # Users before accounts: the lock order bet placement uses.
-    _apply_stats(session, market.id, sign=-1, counts_win=kind == "SETTLE")
+    _apply_stats(session, market.id, sign=-1, counts_win=kind == SettlementKind.SETTLE)
     shortfalls = _shortfalls(session, tx_id, lock=True)
     if shortfalls:
         raise ServiceError(
@@ -668,7 +644,7 @@ def _reverse_active(session: Session, market: _Market, actor: str, reason: str) 
 def _preview(
     session: Session,
     market: _Market,
-    kind: Literal["SETTLE", "REFUND"],
+    kind: SettlementKind,
     outcome: str | None,
     users_paid: int,
     total: Decimal,
@@ -684,7 +660,7 @@ def _preview(
     escrow = Decimal(counts[2])
     reverses = None
     shortfalls: dict[int, Decimal] = {}
-    if market.status != "OPEN":
+    if market.status != MarketStatus.OPEN:
         reverses, _, tx_id = _active_settlement(session, market.id, lock=False)
         # The escrow as the reversal would restore it.
         escrow -= Decimal(

@@ -9,9 +9,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from db.engine import transaction
-from db.models import Account, User
+from db.models import User
 from services.errors import ErrorCode, ServiceError
 from services.money import ledger
+from services.vocabulary import AccountKind, LedgerKind
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -24,7 +25,7 @@ def create_user(session: Session, username: str) -> int:
         raise ServiceError(ErrorCode.INVALID_INPUT, f"username {username!r} is taken")
     user_id = session.scalar(insert(User).values(username=username).returning(User.id))
     assert user_id is not None
-    ledger.open_account(session, kind="USER", user_id=user_id)
+    ledger.open_account(session, kind=AccountKind.USER, user_id=user_id)
     return user_id
 
 
@@ -33,8 +34,8 @@ def deposit(session: Session, user_id: int, amount: Decimal, *, key: str, actor:
     return ledger.transfer(
         session,
         key=key,
-        kind="DEPOSIT",
-        from_account=ledger.system_account_id(session, "EXTERNAL"),
+        kind=LedgerKind.DEPOSIT,
+        from_account=ledger.system_account_id(session, AccountKind.EXTERNAL),
         to_account=ledger.user_account_id(session, user_id),
         amount=amount,
         actor=actor,
@@ -46,19 +47,12 @@ def fund_house(session: Session, amount: Decimal, *, key: str, actor: str) -> in
     return ledger.transfer(
         session,
         key=key,
-        kind="DEPOSIT",
-        from_account=ledger.system_account_id(session, "EXTERNAL"),
-        to_account=ledger.system_account_id(session, "HOUSE"),
+        kind=LedgerKind.DEPOSIT,
+        from_account=ledger.system_account_id(session, AccountKind.EXTERNAL),
+        to_account=ledger.system_account_id(session, AccountKind.HOUSE),
         amount=amount,
         actor=actor,
     )
-
-
-def user_balance(session: Session, user_id: int) -> Decimal:
-    value = session.scalar(select(Account.balance).where(Account.user_id == user_id))
-    if value is None:
-        raise ServiceError(ErrorCode.UNKNOWN_USER, f"user {user_id} does not exist")
-    return value
 
 
 def register(username: str, initial_deposit: Decimal, *, actor: str) -> int:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import read_session, transaction
 from db.models import AuditLog
+from services.vocabulary import Result
 
 if TYPE_CHECKING:
     from services.ops.auth import Principal
@@ -18,7 +19,7 @@ def record(
     principal: Principal | None,
     *,
     action: str,
-    result: str,
+    result: Result,
     target_type: str | None = None,
     target_id: str | None = None,
     reason: str | None = None,

@@ -16,15 +16,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, insert, select, update
 
 from db.engine import transaction
-from db.models import ROLES, DashboardAccount
+from db.models import DashboardAccount
 from services.errors import ErrorCode, ServiceError
 from services.ops import audit
+from services.vocabulary import Result, Role
 
 _hasher = PasswordHasher()
 USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,64}$")
 MIN_PASSWORD = 10
-# The rank of each role: a role may do everything the roles below it may.
-ROLE_RANK = {role: i for i, role in enumerate(ROLES)}
+_ROLES = frozenset(Role)
 
 
 @dataclass(frozen=True)
@@ -32,22 +32,24 @@ class Principal:
     """Who is acting on the dashboard."""
 
     username: str
-    role: str
+    role: Role
 
-    def can(self, role: str) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+    def can(self, role: Role) -> bool:
+        """Whether this principal holds at least `role`; a role outside the vocabulary holds
+        nothing."""
+        return self.role in _ROLES and Role(self.role).includes(role)
 
 
-def require(principal: Principal | None, role: str, action: str) -> Principal:
+def require(principal: Principal | None, role: Role, action: str) -> Principal:
     """Refuse (and audit the refusal) unless `principal` holds at least `role`."""
     if principal is None:
-        audit.record(None, action=action, result="REFUSED", detail="not logged in")
+        audit.record(None, action=action, result=Result.REFUSED, detail="not logged in")
         raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "log in first")
-    if principal.role not in ROLE_RANK or not principal.can(role):
+    if not principal.can(role):
         audit.record(
             principal,
             action=action,
-            result="REFUSED",
+            result=Result.REFUSED,
             detail=f"needs role {role}, has {principal.role}",
         )
         raise ServiceError(ErrorCode.PERMISSION_DENIED, f"{action} needs the {role} role")
@@ -55,14 +57,14 @@ def require(principal: Principal | None, role: str, action: str) -> Principal:
 
 
 def create_account(
-    username: str, password: str, role: str, *, actor: Principal | None = None
+    username: str, password: str, role: Role, *, actor: Principal | None = None
 ) -> int:
     if actor is not None:
-        require(actor, "admin", "create_account")
+        require(actor, Role.ADMIN, "create_account")
     if not USERNAME_RE.match(username):
         raise ServiceError(ErrorCode.INVALID_INPUT, "username: 2-64 of a-z 0-9 _ . -")
-    if role not in ROLE_RANK:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"role must be one of {', '.join(ROLES)}")
+    if role not in _ROLES:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"role must be one of {', '.join(Role)}")
     if len(password) < MIN_PASSWORD:
         raise ServiceError(ErrorCode.INVALID_INPUT, f"password needs {MIN_PASSWORD}+ characters")
     with transaction() as session:
@@ -78,7 +80,7 @@ def create_account(
         action="create_account",
         target_type="dashboard_account",
         target_id=username,
-        result="OK",
+        result=Result.OK,
         after={"role": role},
     )
     assert account_id is not None
@@ -86,7 +88,7 @@ def create_account(
 
 
 def set_active(username: str, active: bool, *, actor: Principal) -> None:
-    require(actor, "admin", "set_account_active")
+    require(actor, Role.ADMIN, "set_account_active")
     with transaction() as session:
         session.execute(
             update(DashboardAccount)
@@ -98,13 +100,13 @@ def set_active(username: str, active: bool, *, actor: Principal) -> None:
         action="set_account_active",
         target_type="dashboard_account",
         target_id=username,
-        result="OK",
+        result=Result.OK,
         after={"active": active},
     )
 
 
 def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
-    require(actor, "admin", "list_accounts")
+    require(actor, Role.ADMIN, "list_accounts")
     with transaction() as session:
         rows = session.execute(select(DashboardAccount).order_by(DashboardAccount.username))
         return [
@@ -129,18 +131,18 @@ def authenticate(username: str, password: str) -> Principal:
             )
             if account is not None and account.active and _verify(account.password_hash, password):
                 account.last_login_at = func.now()
-                principal = Principal(account.username, account.role)
+                principal = Principal(account.username, Role(account.role))
     if principal is None:
         audit.record(
             None,
             action="login",
             target_type="dashboard_account",
             target_id=username.replace("\x00", "\\0")[:64],
-            result="REFUSED",
+            result=Result.REFUSED,
             detail="bad credentials",
         )
         raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "wrong username or password")
-    audit.record(principal, action="login", result="OK")
+    audit.record(principal, action="login", result=Result.OK)
     return principal
 
 
@@ -164,7 +166,7 @@ def _main() -> int:
             else sys.stdin.readline().rstrip("\n")
         )
         try:
-            create_account(args.username, password, "admin")
+            create_account(args.username, password, Role.ADMIN)
         except ServiceError as exc:
             print(exc, file=sys.stderr)
             return 1

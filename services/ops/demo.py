@@ -26,6 +26,7 @@ from services.money import bets, users
 from services.ops import auth
 from services.resolution import generator
 from services.sources import followers, scraper
+from services.vocabulary import MarketStatus, Role, ScrapeTrigger, Side, Timeframe, TradeAction
 
 log = logging.getLogger("kolops.demo")
 
@@ -38,10 +39,10 @@ DEPOSIT = Decimal("1000")
 def _accounts() -> None:
     """Create the demo accounts that do not exist yet; record the new passwords."""
     lines = []
-    for role in ("admin", "operator", "analyst", "viewer"):
+    for role in reversed(Role):  # most powerful first, as the credentials file lists them
         password = secrets.token_urlsafe(12)
         try:
-            auth.create_account(f"demo-{role}", password, role)
+            auth.create_account(f"demo-{role}", password, role.value)
         except ServiceError:  # it exists: its password is already in the credentials file
             continue
         lines.append(f"demo-{role}  {password}  ({role})")
@@ -55,8 +56,8 @@ def _money_and_markets() -> None:
     with transaction() as session:
         users.fund_house(session, HOUSE_CAPITAL, key="demo:house", actor="demo")
     ids = [users.register(f"trader{i:02d}", DEPOSIT, actor="demo") for i in range(DEMO_USERS)]
-    for tf in ("daily", "weekly", "monthly"):
-        result = scraper.scrape_leaderboard(tf, trigger="MANUAL")
+    for tf in Timeframe:
+        result = scraper.scrape_leaderboard(tf, trigger=ScrapeTrigger.MANUAL)
         log.info("demo scrape %s: %s", tf, result.status)
     with read_session() as session:
         handles = [
@@ -69,18 +70,23 @@ def _money_and_markets() -> None:
     report = generator.generate(per_type=2)
     log.info("demo markets: %s", report.counts())
     with read_session() as session:
-        markets = list(session.scalars(text("SELECT id FROM markets WHERE status = 'OPEN'")))
+        markets = list(
+            session.scalars(
+                text("SELECT id FROM markets WHERE status = :open"),
+                {"open": MarketStatus.OPEN.value},
+            )
+        )
     rng = random.Random(7)
     placed = 0
     for market_id in markets:
         for user_id in rng.sample(ids, 4):
-            side = rng.choice(["YES", "NO"])
+            side = rng.choice([Side.YES.value, Side.NO.value])
             try:
                 receipt = bets.place_bet(
                     user_id=user_id,
                     market_id=market_id,
                     side=side,
-                    action="BUY",
+                    action=TradeAction.BUY.value,
                     amount=Decimal(rng.randint(5, 40)),
                 )
                 placed += 1
@@ -89,7 +95,7 @@ def _money_and_markets() -> None:
                         user_id=user_id,
                         market_id=market_id,
                         side=side,
-                        action="SELL",
+                        action=TradeAction.SELL.value,
                         amount=(receipt.shares / 2).quantize(Decimal("0.000001")),
                     )
                     placed += 1

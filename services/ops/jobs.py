@@ -23,14 +23,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from db.engine import read_session, transaction
 from db.models import JobRun, SchedulerInstance
 from services.errors import ErrorCode
+from services.vocabulary import JobStatus, ScrapeStatus
 
 log = logging.getLogger("kolops.jobs")
 
 HOST = socket.gethostname()
-
-
-class JobTimeout(Exception):
-    """A job ran past its deadline and stopped itself."""
 
 
 @dataclass
@@ -41,10 +38,6 @@ class JobContext:
     run_id: int
     deadline: float  # time.monotonic() value
     counts: dict[str, Any]
-
-    def check_deadline(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise JobTimeout(f"job {self.name} ran past its deadline")
 
     def remaining_s(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -60,14 +53,12 @@ def record_job(name: str, *, timeout_s: float) -> Iterator[JobContext]:
         )
     assert run_id is not None
     ctx = JobContext(name=name, run_id=run_id, deadline=started + timeout_s, counts={})
-    status, error = "SUCCESS", None
+    status: JobStatus = JobStatus.SUCCESS
+    error: str | None = None
     try:
         yield ctx
-    except JobTimeout as exc:
-        status, error = "TIMEOUT", str(exc)
-        raise
     except BaseException as exc:
-        status = "FAILED"
+        status = JobStatus.FAILED
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
         raise
     finally:
@@ -75,8 +66,8 @@ def record_job(name: str, *, timeout_s: float) -> Iterator[JobContext]:
         with transaction() as session:
             session.execute(
                 update(JobRun)
-                .where(JobRun.id == run_id, JobRun.status == "RUNNING")
-                .values(finished_at=func.now(), status=status, counts=ctx.counts, error=error)
+                .where(JobRun.id == run_id, JobRun.status == JobStatus.RUNNING.value)
+                .values(finished_at=func.now(), status=status.value, counts=ctx.counts, error=error)
             )
         took = time.monotonic() - started
         counts = " ".join(f"{k}={v}" for k, v in ctx.counts.items()) or "-"
@@ -91,10 +82,10 @@ def mark_timed_out(run_id: int, timeout_s: float) -> None:
     with transaction() as session:
         session.execute(
             update(JobRun)
-            .where(JobRun.id == run_id, JobRun.status == "RUNNING")
+            .where(JobRun.id == run_id, JobRun.status == JobStatus.RUNNING.value)
             .values(
                 finished_at=func.now(),
-                status="TIMEOUT",
+                status=JobStatus.TIMEOUT.value,
                 error=f"still running after {timeout_s:.0f}s",
             )
         )
@@ -108,20 +99,25 @@ def reap_abandoned(older_than_s: float) -> dict[str, int]:
         "age": older_than_s,
         "code": ErrorCode.ABANDONED.value,
         "why": "abandoned: the process running it stopped before finishing",
+        "running": JobStatus.RUNNING.value,
+        "failed": JobStatus.FAILED.value,
+        "scrape_running": ScrapeStatus.RUNNING.value,
+        "scrape_failed": ScrapeStatus.FAILED.value,
     }
     with transaction() as session:
         jobs_closed = session.execute(
             text(
-                "UPDATE job_runs SET status = 'FAILED', finished_at = now(), error = :why"
-                " WHERE status = 'RUNNING' AND started_at < now() - make_interval(secs => :age)"
+                "UPDATE job_runs SET status = :failed, finished_at = now(), error = :why"
+                " WHERE status = :running AND started_at < now() - make_interval(secs => :age)"
             ),
             params,
         ).rowcount
         scrapes_closed = session.execute(
             text(
-                "UPDATE scrape_runs SET status = 'FAILED', finished_at = now(),"
+                "UPDATE scrape_runs SET status = :scrape_failed, finished_at = now(),"
                 " error_code = :code, error_message = :why"
-                " WHERE status = 'RUNNING' AND started_at < now() - make_interval(secs => :age)"
+                " WHERE status = :scrape_running"
+                " AND started_at < now() - make_interval(secs => :age)"
             ),
             params,
         ).rowcount
@@ -137,7 +133,7 @@ def record_skipped(name: str, reason: str) -> None:
                 host=HOST,
                 pid=os.getpid(),
                 finished_at=func.now(),
-                status="FAILED",
+                status=JobStatus.FAILED.value,
                 error=reason,
             )
         )
@@ -233,15 +229,14 @@ def recent_runs(*, job: str | None = None, limit: int = 200) -> list[dict[str, A
 
 
 def last_run_per_job() -> list[dict[str, Any]]:
-    """Each job's latest run and its latest failure (one query)."""
+    """Each job's latest run, its number of runs and of failures (one query)."""
     with read_session() as session:
         latest = (
             select(
                 JobRun.job,
                 func.max(JobRun.id).label("last_id"),
-                func.max(JobRun.id).filter(JobRun.status != "SUCCESS").label("fail_id"),
                 func.count().label("runs"),
-                func.count().filter(JobRun.status != "SUCCESS").label("failures"),
+                func.count().filter(JobRun.status != JobStatus.SUCCESS.value).label("failures"),
             )
             .group_by(JobRun.job)
             .subquery()

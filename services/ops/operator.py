@@ -16,39 +16,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from db.engine import read_session
+from db.engine import read_session, retrying
+from services import lifecycle
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
+from services.lifecycle import MarketState
 from services.money import settlement
-from services.money.settlement import ResultStatus, SettlementResult
+from services.money.settlement import SettlementResult
 from services.ops import audit, auth
 from services.ops.auth import Principal
 from services.resolution import resolver
+from services.vocabulary import MarketAction, MarketStatus, Result, Role, Side
 
-OPERATOR = "operator"
 MAX_REASON = 2000
-Action = Literal["cancel", "resettle", "retry"]
-ACTIONS: tuple[Action, ...] = ("cancel", "resettle", "retry")
-
-
-class Outcome(StrEnum):
-    """How an action ended; also the audit row's `result`."""
-
-    OK = "OK"
-    ALREADY_DONE = "ALREADY_DONE"
-    STATE_CHANGED = "STATE_CHANGED"
 
 
 @dataclass(frozen=True)
 class ActionResult:
     action: str
     market_id: int
-    outcome: Outcome
+    outcome: Result
     message: str  # one plain sentence for the operator
     before: dict[str, Any]
     after: dict[str, Any]
@@ -58,7 +50,7 @@ class ActionResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.OK
+        return self.outcome is Result.OK
 
 
 @dataclass(frozen=True)
@@ -66,7 +58,7 @@ class Preview:
     """What an action would do now, for the confirmation dialog. `allowed` is False (with
     `note` saying why) when the action does not apply to the market's current state."""
 
-    action: Action
+    action: MarketAction
     market_id: int
     market_status: str
     allowed: bool
@@ -115,11 +107,18 @@ def _amount(value: Decimal) -> str:
 
 
 def _describe(state: dict[str, Any]) -> str:
-    if state["status"] == "RESOLVED":
+    if state["status"] == MarketStatus.RESOLVED:
         return f"resolved {state['outcome']}"
-    if state["status"] == "CANCELLED":
+    if state["status"] == MarketStatus.CANCELLED:
         return f"cancelled ({state['cancel_reason']})"
     return "open"
+
+
+def _lifecycle_state(state: dict[str, Any]) -> MarketState:
+    outcome = state["outcome"]
+    return MarketState(
+        MarketStatus(state["status"]), Side(outcome) if outcome else None, state["due"]
+    )
 
 
 # -- what every action shares ----------------------------------------------------------------------
@@ -148,7 +147,7 @@ def _refused(
         target_type="market",
         target_id=str(market_id),
         reason=reason,
-        result="REFUSED",
+        result=Result.REFUSED,
         detail=detail[:4000],
     )
 
@@ -168,45 +167,50 @@ class _Call:
         cls, principal: Principal | None, action: str, market_id: int, reason: object
     ) -> _Call:
         """Check the role and the reason (refusals are audited), then read the market."""
-        who = auth.require(principal, OPERATOR, action)
+        who = auth.require(principal, Role.OPERATOR, action)
         why = _reason(who, action, market_id, reason)
         return cls(who, action, market_id, why, _state(market_id))
 
     def refused(self, detail: str) -> None:
         _refused(self.who, self.action, self.market_id, self.why, detail)
 
-    def run(self, work: Callable[[], SettlementResult]) -> SettlementResult:
-        """Run `work()`; a refusal or a failure of the service is audited and raised again."""
+    def run(
+        self, work: Callable[[Session], SettlementResult], after: dict[str, Any]
+    ) -> SettlementResult:
+        """Run `work` and, if it applied, its OK audit row (with the market's state `after`) in
+        one transaction, so the change and its record commit together or not at all. A refusal
+        or a failure of the service is audited on its own and raised again."""
+
+        def unit(session: Session) -> SettlementResult:
+            result = work(session)
+            if result.applied:
+                self._audit(
+                    Result.OK, None, before=_audit_state(self.before), after=after, session=session
+                )
+            return result
+
         try:
-            return work()
+            return retrying(unit, what=f"{self.action} market {self.market_id}")
         except ServiceError as exc:
             self.refused(f"{exc.code.value}: {exc.message}")
             raise
         except Exception as exc:
-            self._audit("FAILED", f"{type(exc).__name__}: {exc}", before=_audit_state(self.before))
+            self._audit(
+                Result.FAILED, f"{type(exc).__name__}: {exc}", before=_audit_state(self.before)
+            )
             raise
-
-    def applied(self, after: dict[str, Any]) -> settlement.Attach:
-        """The OK audit row, written by the settlement inside its transaction if it applies."""
-        return lambda session: self._audit(
-            Outcome.OK.value,
-            None,
-            before=_audit_state(self.before),
-            after=after,
-            session=session,
-        )
 
     def settled(self, result: SettlementResult, done_message: str) -> ActionResult:
         """The settlement service's result in the operator's words."""
         after = _state(self.market_id)
-        if result.status is ResultStatus.APPLIED:
-            # Its audit row was committed with the change (see `applied`).
-            return self._result(Outcome.OK, done_message, after, result)
-        if result.status is ResultStatus.ALREADY_DONE:
-            outcome = Outcome.ALREADY_DONE
+        if result.applied:
+            # Its audit row was committed with the change (see `run`).
+            return self._result(Result.OK, done_message, after, result)
+        if result.status is Result.ALREADY_DONE:
+            outcome = Result.ALREADY_DONE
             message = f"Already {_describe(after)} — nothing changed."
         else:
-            outcome = Outcome.STATE_CHANGED
+            outcome = Result.STATE_CHANGED
             message = (
                 f"The market changed in the meantime (it is now {_describe(after)})"
                 " — nothing was done. Look at it again before acting."
@@ -216,23 +220,21 @@ class _Call:
     def already(self) -> ActionResult:
         after = _state(self.market_id)
         message = f"Already {_describe(after)} — nothing changed."
-        return self.conclude(after, Outcome.ALREADY_DONE, message, message)
+        return self.conclude(after, Result.ALREADY_DONE, message, message)
 
     def conclude(
         self,
         after: dict[str, Any],
-        outcome: Outcome,
+        outcome: Result,
         message: str,
         detail: str,
         result: SettlementResult | None = None,
     ) -> ActionResult:
         """Audit how the action ended, with the market's state before and after."""
-        self._audit(
-            outcome.value, detail, before=_audit_state(self.before), after=_audit_state(after)
-        )
+        self._audit(outcome, detail, before=_audit_state(self.before), after=_audit_state(after))
         return self._result(outcome, message, after, result)
 
-    def _audit(self, result: str, detail: str | None, **extra: Any) -> None:
+    def _audit(self, result: Result, detail: str | None, **extra: Any) -> None:
         audit.record(
             self.who,
             action=self.action,
@@ -246,7 +248,7 @@ class _Call:
 
     def _result(
         self,
-        outcome: Outcome,
+        outcome: Result,
         message: str,
         after: dict[str, Any],
         result: SettlementResult | None,
@@ -275,16 +277,19 @@ def cancel_and_refund(
     done and the result says so."""
     call = _Call.start(principal, "cancel_and_refund", market_id, reason)
     result = call.run(
-        lambda: settlement.cancel_and_refund(
+        lambda session: settlement.cancel_and_refund(
+            session,
             market_id,
             ErrorCode.OPERATOR_CANCELLED,
             call.why,
             actor=call.who.username,
             expected_status=expected_status,
-            attach=call.applied(
-                {"status": "CANCELLED", "outcome": None, "cancel_reason": "OPERATOR_CANCELLED"}
-            ),
-        )
+        ),
+        after={
+            "status": MarketStatus.CANCELLED,
+            "outcome": None,
+            "cancel_reason": ErrorCode.OPERATOR_CANCELLED,
+        },
     )
     return call.settled(
         result,
@@ -306,14 +311,15 @@ def resettle(
     shortfalls) and changes nothing."""
     call = _Call.start(principal, "resettle", market_id, reason)
     result = call.run(
-        lambda: settlement.resettle(
+        lambda session: settlement.resettle(
+            session,
             market_id,
             outcome,
             actor=call.who.username,
             reason=call.why,
             expected_status=expected_status,
-            attach=call.applied({"status": "RESOLVED", "outcome": outcome, "cancel_reason": None}),
-        )
+        ),
+        after={"status": MarketStatus.RESOLVED, "outcome": outcome, "cancel_reason": None},
     )
     return call.settled(
         result,
@@ -326,9 +332,9 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     """Run the resolver on one OPEN market past its close now. The resolver decides: it may
     resolve, cancel, or defer the market again (the attempt is recorded either way)."""
     call = _Call.start(principal, "retry_resolution", market_id, reason)
-    if call.before["status"] != "OPEN":
+    if call.before["status"] != MarketStatus.OPEN:
         return call.already()
-    if not call.before["due"]:
+    if lifecycle.refusal(MarketAction.RETRY, _lifecycle_state(call.before)) is not None:
         call.refused("market has not closed yet")
         raise ServiceError(
             ErrorCode.MARKET_NOT_OPEN, f"market {market_id} has not closed yet: nothing to resolve"
@@ -337,7 +343,10 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
         report = resolver.retry_now(market_id, actor=call.who.username)
     except ServiceError as exc:
         # Another caller took the market's lock and finished it first.
-        if exc.code is ErrorCode.MARKET_NOT_OPEN and _state(market_id)["status"] != "OPEN":
+        if (
+            exc.code is ErrorCode.MARKET_NOT_OPEN
+            and _state(market_id)["status"] != MarketStatus.OPEN
+        ):
             return call.already()
         call.refused(f"{exc.code.value}: {exc.message}")
         raise
@@ -346,7 +355,7 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     after = _state(market_id)
     latest = resolver.attempts(market_id)[:1]
     attempt = latest[0] if latest else {}
-    if after["status"] == "OPEN":
+    if after["status"] == MarketStatus.OPEN:
         message = (
             f"Still open: the resolver deferred it ({attempt.get('error_code')}:"
             f" {attempt.get('error_detail')}). It will try again on the next pass."
@@ -354,7 +363,7 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     else:
         message = f"Resolution ran: the market is now {_describe(after)}."
     return call.conclude(
-        after, Outcome.OK, message, f"{report.counts()}; attempt {attempt.get('result')}"
+        after, Result.OK, message, f"{report.counts()}; attempt {attempt.get('result')}"
     )
 
 
@@ -364,36 +373,47 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
 def preview(market_id: int, action: str, outcome: str | None = None) -> Preview:
     """What `action` ('cancel', 'resettle' with `outcome`, 'retry') would do to the market now.
     Read-only; the numbers hold unless someone trades or acts on the market in between."""
-    if action not in ACTIONS:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"action must be one of {', '.join(ACTIONS)}")
+    try:
+        what = MarketAction(action)
+    except ValueError:
+        raise ServiceError(
+            ErrorCode.INVALID_INPUT, f"action must be one of {', '.join(MarketAction)}"
+        ) from None
+    if what is MarketAction.RESETTLE and outcome not in tuple(Side):
+        raise ServiceError(ErrorCode.INVALID_INPUT, "re-settle needs an outcome YES or NO")
+    side = Side(outcome) if what is MarketAction.RESETTLE and outcome else None
     state = _state(market_id)
     status = state["status"]
-    if action == "retry":
-        return _preview_retry(market_id, state)
-    if action == "cancel":
-        if status not in ("OPEN", "RESOLVED"):
-            return Preview("cancel", market_id, status, False, f"Already {_describe(state)}.")
+    why = lifecycle.refusal(what, _lifecycle_state(state), side)
+    if why is not None:
+        return Preview(what, market_id, status, False, why)
+    if what is MarketAction.RETRY:
+        p = settlement.preview_refund(market_id)
+        return Preview(
+            what,
+            market_id,
+            status,
+            True,
+            "Runs the resolver on this market now: it resolves it if the evidence is usable,"
+            " otherwise defers it or cancels and refunds it under the usual rules.",
+            bets=p.bets,
+            users=p.users,
+        )
+    if what is MarketAction.CANCEL:
         p = settlement.preview_refund(market_id)
         note = (
             "Reverses the settlement, then refunds every bet."
-            if status == "RESOLVED"
+            if status == MarketStatus.RESOLVED
             else "Cancels the market and refunds every bet."
         )
     else:
-        if outcome not in ("YES", "NO"):
-            raise ServiceError(ErrorCode.INVALID_INPUT, "re-settle needs an outcome YES or NO")
-        if status == "OPEN":
-            return Preview(
-                "resettle", market_id, status, False, "Open markets are settled by the resolver."
-            )
-        if status == "RESOLVED" and state["outcome"] == outcome:
-            return Preview("resettle", market_id, status, False, f"Already resolved {outcome}.")
-        p = settlement.preview_settle(market_id, outcome)
-        note = f"Reverses the current settlement, then pays {outcome} holders."
+        assert side is not None
+        p = settlement.preview_settle(market_id, side)
+        note = f"Reverses the current settlement, then pays {side} holders."
     if p.shortfalls:
         note += " Refused while any user would go below zero (see shortfalls)."
     return Preview(
-        action,  # type: ignore[arg-type]
+        what,
         market_id,
         status,
         not p.shortfalls,
@@ -405,22 +425,4 @@ def preview(market_id: int, action: str, outcome: str | None = None) -> Preview:
         to_house=p.to_house,
         reverses_settlement_id=p.reverses_settlement_id,
         shortfalls=p.shortfalls,
-    )
-
-
-def _preview_retry(market_id: int, state: dict[str, Any]) -> Preview:
-    if state["status"] != "OPEN":
-        return Preview("retry", market_id, state["status"], False, f"Already {_describe(state)}.")
-    if not state["due"]:
-        return Preview("retry", market_id, "OPEN", False, "The market has not closed yet.")
-    p = settlement.preview_refund(market_id)
-    return Preview(
-        "retry",
-        market_id,
-        "OPEN",
-        True,
-        "Runs the resolver on this market now: it resolves it if the evidence is usable,"
-        " otherwise defers it or cancels and refunds it under the usual rules.",
-        bets=p.bets,
-        users=p.users,
     )

@@ -16,8 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from config import get_settings
-
-TIMEFRAMES = ("daily", "weekly", "monthly")
+from services.vocabulary import Timeframe
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def schedules() -> dict[str, Schedule]:
         sched.name: sched
         for sched in (
             every("resolve", s.resolve_interval_s),
-            *(cron(f"scrape_{tf}") for tf in TIMEFRAMES),
+            *(cron(f"scrape_{tf}") for tf in Timeframe),
             every("followers", s.follower_refresh_interval_s),
             every("generate", s.generate_interval_s),
             every("integrity", s.integrity_interval_s),

@@ -15,20 +15,23 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from config import get_settings
+from db import rules
 from db.engine import read_session, transaction
-from db.models import USABLE_RUN
+from db.models import FollowerCache, ScrapeRun
 from services.errors import ErrorCode, ServiceError
 from services.money.markets import MarketSpec, open_market
 from services.resolution import outcomes
+from services.vocabulary import MarketType, Timeframe
 
 log = logging.getLogger("kolops.generator")
 
 ACTOR = "generator"
-TIMEFRAME_DAYS = {"daily": 1, "weekly": 7, "monthly": 30}
 TOP_N = 10
+# The run rule in SQL text, with the table's own name (rendered once).
+_USABLE_RUN = rules.sql(rules.usable_run(ScrapeRun))
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,14 @@ class GenerateReport:
         return {"created": self.created, "duplicates": self.duplicates, "refused": self.refused}
 
 
-def _latest_run(timeframe: str) -> tuple[int, dt.datetime, list[Row]] | None:
+def _latest_run(timeframe: Timeframe) -> tuple[int, dt.datetime, list[Row]] | None:
     with read_session() as s:
         run = s.execute(
             text(
-                f"SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf AND {USABLE_RUN}"
+                f"SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf AND {_USABLE_RUN}"
                 " ORDER BY snapshot_at DESC LIMIT 1"
             ),
-            {"tf": timeframe},
+            {"tf": timeframe.value},
         ).first()
         if run is None:
             return None
@@ -101,18 +104,26 @@ def _latest_run(timeframe: str) -> tuple[int, dt.datetime, list[Row]] | None:
 
 
 def _follower_baselines(handles: list[str], max_age: dt.timedelta) -> dict[str, tuple[int, str]]:
-    """Fresh cached follower counts by lower-cased handle."""
+    """Cached follower counts that may stand for the count now, when a market opens (the
+    resolver's rule at a close of now), by lower-cased handle."""
     if not handles:
         return {}
+    now = func.now()
+    usable = rules.follower_count_usable(
+        FollowerCache.fetched_at,
+        opens_at=now - max_age,
+        closes_at=now,
+        max_age=max_age,
+        lag=dt.timedelta(0),
+        now=now,
+    )
     with read_session() as s:
         return {
             r.handle: (r.followers, r.fetched_at.isoformat())
             for r in s.execute(
-                text(
-                    "SELECT handle, followers, fetched_at FROM follower_cache"
-                    " WHERE handle = ANY(:h) AND fetched_at >= now() - :age"
-                ),
-                {"h": [h.lower() for h in handles], "age": max_age},
+                select(FollowerCache.handle, FollowerCache.followers, FollowerCache.fetched_at)
+                .where(FollowerCache.handle.in_([h.lower() for h in handles]))
+                .where(usable)
             )
         }
 
@@ -122,17 +133,24 @@ def _pairs(rows: list[Row], n: int) -> list[tuple[Row, Row]]:
 
 
 def _definitions(
-    tf: str, rows: list[Row], per_type: int
-) -> list[tuple[str, str, Row, Row | None, Decimal | None, int | None]]:
+    tf: Timeframe, rows: list[Row], per_type: int
+) -> list[tuple[MarketType, str, Row, Row | None, Decimal | None, int | None]]:
     """(type, title, A, B, threshold, target_rank) for one timeframe's snapshot."""
-    out: list[tuple[str, str, Row, Row | None, Decimal | None, int | None]] = []
+    out: list[tuple[MarketType, str, Row, Row | None, Decimal | None, int | None]] = []
     top = rows[: max(TOP_N, 2 * per_type + 2)]
     on = f"on the {tf} leaderboard"
     for a, b in _pairs(top, per_type):
         out += [
-            ("rank_flippening", f"Will {a.name} rank above {b.name} {on}?", a, b, None, None),
             (
-                "sol_gain_flippening",
+                MarketType.RANK_FLIPPENING,
+                f"Will {a.name} rank above {b.name} {on}?",
+                a,
+                b,
+                None,
+                None,
+            ),
+            (
+                MarketType.SOL_GAIN_FLIPPENING,
                 f"Will {a.name} out-gain {b.name} in SOL {on}?",
                 a,
                 b,
@@ -140,7 +158,7 @@ def _definitions(
                 None,
             ),
             (
-                "usd_gain_flippening",
+                MarketType.USD_GAIN_FLIPPENING,
                 f"Will {a.name} out-gain {b.name} in USD {on}?",
                 a,
                 b,
@@ -148,7 +166,7 @@ def _definitions(
                 None,
             ),
             (
-                "win_rate_flippening",
+                MarketType.WIN_RATE_FLIPPENING,
                 f"Will {a.name} beat {b.name}'s win rate {on}?",
                 a,
                 b,
@@ -156,7 +174,7 @@ def _definitions(
                 None,
             ),
             (
-                "wl_ratio_flippening",
+                MarketType.WL_RATIO_FLIPPENING,
                 f"Will {a.name} beat {b.name}'s W/L ratio {on}?",
                 a,
                 b,
@@ -166,11 +184,18 @@ def _definitions(
         ]
     for a in top[:per_type]:
         out.append(
-            ("profit_streak", f"Will {a.name} be in profit (USD) {on}?", a, None, None, None)
+            (
+                MarketType.PROFIT_STREAK,
+                f"Will {a.name} be in profit (USD) {on}?",
+                a,
+                None,
+                None,
+                None,
+            )
         )
         out.append(
             (
-                "top_rank_maintain",
+                MarketType.TOP_RANK_MAINTAIN,
                 f"Will {a.name} stay in the top {TOP_N} {on}?",
                 a,
                 None,
@@ -181,7 +206,7 @@ def _definitions(
         threshold = a.sol_gain.to_integral_value(rounding=ROUND_CEILING)
         out.append(
             (
-                "sol_gain_threshold",
+                MarketType.SOL_GAIN_THRESHOLD,
                 f"Will {a.name} gain {threshold}+ SOL {on}?",
                 a,
                 None,
@@ -192,7 +217,7 @@ def _definitions(
     for a in [r for r in top if r.wins + r.losses > 0][:per_type]:
         out.append(
             (
-                "streak_continuation",
+                MarketType.STREAK_CONTINUATION,
                 f"Will {a.name} improve their win rate {on}?",
                 a,
                 None,
@@ -204,7 +229,7 @@ def _definitions(
         target = a.rank - 1
         out.append(
             (
-                "rank_improvement",
+                MarketType.RANK_IMPROVEMENT,
                 f"Will {a.name} reach rank {target} or better {on}?",
                 a,
                 None,
@@ -217,7 +242,7 @@ def _definitions(
         if ratio > 0:
             out.append(
                 (
-                    "wl_ratio_maintain",
+                    MarketType.WL_RATIO_MAINTAIN,
                     f"Will {a.name} keep a W/L ratio of {ratio}+ {on}?",
                     a,
                     None,
@@ -263,25 +288,25 @@ def generate(*, per_type: int = 2) -> GenerateReport:
         report.created += 1
         report.by_type[spec.type] = report.by_type.get(spec.type, 0) + 1
 
-    for tf, days in TIMEFRAME_DAYS.items():
+    for tf in Timeframe:
         latest = _latest_run(tf)
         if latest is None:
             continue
         run_id, snapshot_at, rows = latest
-        closes_at = now + dt.timedelta(days=days) * float(factor)
-        source = {"run_id": run_id, "snapshot_at": snapshot_at.isoformat(), "timeframe": tf}
+        closes_at = now + dt.timedelta(days=tf.days) * float(factor)
+        source = {"run_id": run_id, "snapshot_at": snapshot_at.isoformat(), "timeframe": tf.value}
         for type_, title, a, b, threshold, target in _definitions(tf, rows, per_type):
             baseline = {"a": a.baseline(), "source": source}
             if b is not None:
                 baseline["b"] = b.baseline()
             key = f"{type_}:{tf}:{a.wallet}:{b.wallet if b else ''}:{threshold or target or ''}"
             spec = MarketSpec(
-                type=type_,
+                type=type_.value,
                 title=title,
                 question_key=key,
                 kol_a_id=a.kol_id,
                 kol_b_id=b.kol_id if b else None,
-                timeframe=tf,
+                timeframe=tf.value,
                 threshold=threshold,
                 target_rank=target,
                 baseline=baseline,
@@ -290,7 +315,8 @@ def generate(*, per_type: int = 2) -> GenerateReport:
                 liquidity=s.market_liquidity,
             )
             create(spec, a.wallet, b.wallet if b else None)
-        if tf == "daily":
+        # Follower markets have no board; they are opened once, lasting as long as a daily one.
+        if tf is Timeframe.DAILY:
             _follower_markets(rows, per_type, now, closes_at, create)
     log.info(
         "generated created=%d duplicates=%d refused=%d",
@@ -327,9 +353,9 @@ def _follower_markets(
             "a": {"kol_id": a.kol_id, "followers": followers, "fetched_at": fetched_at},
             "source": {"follower_cache": a.x_handle},
         }
-        key = f"follower_growth::{a.wallet}::{threshold}"
+        key = f"{MarketType.FOLLOWER_GROWTH}::{a.wallet}::{threshold}"
         spec = MarketSpec(
-            type="follower_growth",
+            type=MarketType.FOLLOWER_GROWTH.value,
             title=f"Will @{a.x_handle} gain {threshold}+ X followers?",
             question_key=key,
             kol_a_id=a.kol_id,

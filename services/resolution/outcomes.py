@@ -12,16 +12,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
-from db.models import MARKET_TYPES, TIMEFRAMES
 from services.errors import ErrorCode
-
-
-class Outcome(StrEnum):
-    YES = "YES"
-    NO = "NO"
+from services.vocabulary import MarketType, Side, Timeframe
 
 
 @dataclass(frozen=True)
@@ -30,21 +24,24 @@ class Undecided:
     detail: str
 
 
-Decision = Outcome | Undecided
+# A resolved market's outcome is the side that wins; anything else is Undecided.
+Decision = Side | Undecided
 
-ALL_TYPES = frozenset(MARKET_TYPES)  # the twelve, as the schema allows them
-FOLLOWER_TYPES = frozenset({"follower_growth"})
+ALL_TYPES = frozenset(MarketType)
+FOLLOWER_TYPES = frozenset({MarketType.FOLLOWER_GROWTH})
 LEADERBOARD_TYPES = ALL_TYPES - FOLLOWER_TYPES
 TWO_KOL_TYPES = frozenset(
     {
-        "rank_flippening",
-        "sol_gain_flippening",
-        "usd_gain_flippening",
-        "win_rate_flippening",
-        "wl_ratio_flippening",
+        MarketType.RANK_FLIPPENING,
+        MarketType.SOL_GAIN_FLIPPENING,
+        MarketType.USD_GAIN_FLIPPENING,
+        MarketType.WIN_RATE_FLIPPENING,
+        MarketType.WL_RATIO_FLIPPENING,
     }
 )
-RANK_TYPES = frozenset({"rank_flippening", "top_rank_maintain", "rank_improvement"})
+RANK_TYPES = frozenset(
+    {MarketType.RANK_FLIPPENING, MarketType.TOP_RANK_MAINTAIN, MarketType.RANK_IMPROVEMENT}
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +108,8 @@ def _gt(a: Decimal | float, b: Decimal | float) -> bool:
     return bool(a > b)
 
 
-def _yes_if(condition: bool) -> Outcome:
-    return Outcome.YES if condition else Outcome.NO
+def _yes_if(condition: bool) -> Side:
+    return Side.YES if condition else Side.NO
 
 
 # -- definition checks ----------------------------------------------------------------------------
@@ -133,26 +130,28 @@ def definition_problems(d: Definition) -> list[str]:
             problems.append("KOL A and KOL B are the same")
     elif d.kol_b:
         problems.append(f"{d.type} takes one KOL")
-    if d.type in LEADERBOARD_TYPES and d.timeframe not in TIMEFRAMES:
+    if d.type in LEADERBOARD_TYPES and d.timeframe not in set(Timeframe):
         problems.append(f"timeframe {d.timeframe!r} is not daily/weekly/monthly")
     base_a = d.baseline.get("a") if isinstance(d.baseline, Mapping) else None
     if not isinstance(base_a, Mapping) or not base_a:
         problems.append("baseline is missing")
         base_a = {}
-    if d.type == "follower_growth":
+    if d.type == MarketType.FOLLOWER_GROWTH:
         if d.threshold is None or d.threshold <= 0 or d.threshold != d.threshold.to_integral():
             problems.append("threshold must be a positive whole number of followers")
         if not isinstance(base_a.get("followers"), int) or base_a["followers"] < 0:
             problems.append("baseline followers are missing")
-    if d.type in ("top_rank_maintain", "rank_improvement") and (
+    if d.type in (MarketType.TOP_RANK_MAINTAIN, MarketType.RANK_IMPROVEMENT) and (
         d.target_rank is None or d.target_rank < 1
     ):
         problems.append("target rank must be 1 or more")
-    if d.type == "sol_gain_threshold" and (d.threshold is None or not d.threshold.is_finite()):
+    if d.type == MarketType.SOL_GAIN_THRESHOLD and (
+        d.threshold is None or not d.threshold.is_finite()
+    ):
         problems.append("SOL threshold is missing")
-    if d.type == "wl_ratio_maintain" and (d.threshold is None or d.threshold <= 0):
+    if d.type == MarketType.WL_RATIO_MAINTAIN and (d.threshold is None or d.threshold <= 0):
         problems.append("W/L threshold must be positive")
-    if d.type == "streak_continuation":
+    if d.type == MarketType.STREAK_CONTINUATION:
         wins, losses = base_a.get("wins"), base_a.get("losses")
         if not isinstance(wins, int) or not isinstance(losses, int) or wins + losses == 0:
             problems.append("baseline win rate is missing or undefined (no trades)")
@@ -168,7 +167,7 @@ def _missing(detail: str) -> Undecided:
 
 def _decide_rank(d: Definition, snap: Snapshot) -> Decision:
     a = snap.rows.get(d.kol_a)
-    if d.type == "rank_flippening":
+    if d.type == MarketType.RANK_FLIPPENING:
         b = snap.rows.get(d.kol_b or "")
         if a and b:
             return _yes_if(a.rank < b.rank)
@@ -182,7 +181,7 @@ def _decide_rank(d: Definition, snap: Snapshot) -> Decision:
     if a:
         return _yes_if(a.rank <= target)
     if snap.complete and snap.size >= target:
-        return Outcome.NO
+        return Side.NO
     return _missing(
         f"KOL A is absent and the snapshot ({snap.size} rows, "
         f"{'complete' if snap.complete else 'with gaps'}) does not cover rank {target}"
@@ -194,7 +193,7 @@ def decide(d: Definition, evidence: Evidence) -> Decision:
     if problems:
         return Undecided(ErrorCode.MISSING_METADATA, "; ".join(problems))
 
-    if d.type == "follower_growth":
+    if d.type == MarketType.FOLLOWER_GROWTH:
         if evidence.followers_now is None:
             return Undecided(ErrorCode.STALE_FOLLOWER_DATA, "no usable follower count")
         base = int(d.baseline["a"]["followers"])
@@ -215,27 +214,27 @@ def decide(d: Definition, evidence: Evidence) -> Decision:
         return _missing("KOL B is not in the snapshot")
 
     match d.type:
-        case "profit_streak":
+        case MarketType.PROFIT_STREAK:
             return _yes_if(a.usd_gain > 0)
-        case "sol_gain_flippening":
+        case MarketType.SOL_GAIN_FLIPPENING:
             assert b is not None
             return _yes_if(a.sol_gain > b.sol_gain)
-        case "usd_gain_flippening":
+        case MarketType.USD_GAIN_FLIPPENING:
             assert b is not None
             return _yes_if(a.usd_gain > b.usd_gain)
-        case "win_rate_flippening":
+        case MarketType.WIN_RATE_FLIPPENING:
             assert b is not None
             ra, rb = win_rate(a), win_rate(b)
             if ra is None or rb is None:
                 return _missing("win rate undefined (no trades)")
             return _yes_if(ra > rb)
-        case "wl_ratio_flippening":
+        case MarketType.WL_RATIO_FLIPPENING:
             assert b is not None
             qa, qb = wl_ratio(a), wl_ratio(b)
             if qa is None or qb is None:
                 return _missing("W/L ratio undefined (0 wins, 0 losses)")
             return _yes_if(_gt(qa, qb))
-        case "streak_continuation":
+        case MarketType.STREAK_CONTINUATION:
             now = win_rate(a)
             if now is None:
                 return _missing("win rate undefined (no trades)")
@@ -250,10 +249,10 @@ def decide(d: Definition, evidence: Evidence) -> Decision:
             )
             assert base is not None
             return _yes_if(now > base)
-        case "sol_gain_threshold":
+        case MarketType.SOL_GAIN_THRESHOLD:
             assert d.threshold is not None
             return _yes_if(a.sol_gain >= d.threshold)
-        case "wl_ratio_maintain":
+        case MarketType.WL_RATIO_MAINTAIN:
             q = wl_ratio(a)
             if q is None:
                 return _missing("W/L ratio undefined (0 wins, 0 losses)")

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from config import get_settings
-from db.engine import read_session, transaction
-from db.models import USABLE_RUN, ResolutionAttempt
+from db import rules
+from db.engine import read_session, retrying, transaction
+from db.models import Market, ResolutionAttempt, ScrapeRun
 from services.errors import ErrorCode, ServiceError
 from services.money import settlement
 from services.resolution import outcomes
@@ -37,16 +38,27 @@ from services.resolution.outcomes import (
     Definition,
     Evidence,
     KolStats,
-    Outcome,
     Snapshot,
     Undecided,
 )
 from services.sources import followers, scraper
+from services.sources.xapi import XApiError
+from services.vocabulary import (
+    SUCCEEDED_SCRAPES,
+    AttemptResult,
+    MarketStatus,
+    ScrapeStatus,
+    ScrapeTrigger,
+    Side,
+)
 
 log = logging.getLogger("kolops.resolver")
 
 ACTOR = "resolver"
 CLAIM_S = 300
+# Why a market could not be decided, for the reasons that may heal by themselves before the
+# grace period ends (a later scrape, the X API coming back). A failed X lookup says itself
+# whether it may heal (`XApiError.transient`).
 TRANSIENT = frozenset(
     {
         ErrorCode.SCRAPE_FAILED,
@@ -98,6 +110,11 @@ class _Pass:
     readings: dict[str, followers.FollowerReading | Exception] = field(default_factory=dict)
 
 
+# The rules the claim and the snapshot look-up apply, as the SQL below spells them.
+_DUE = rules.sql(rules.due(aliased(Market, name="m")))
+_USABLE = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
+
+
 # -- claiming -------------------------------------------------------------------------------------
 
 _DUE_COLUMNS = """
@@ -111,7 +128,7 @@ def _claim(
 ) -> list[DueMarket]:
     """Lease up to `limit` due OPEN markets no live lease holds (except those in `skip`, already
     handled in this pass); committed at once."""
-    where = "m.status = 'OPEN' AND m.closes_at <= now() AND NOT (m.id = ANY(:skip))"
+    where = f"{_DUE} AND NOT (m.id = ANY(:skip))"
     params: dict[str, Any] = {
         "limit": limit,
         "claimer": claimer,
@@ -182,7 +199,7 @@ def _release(market_id: int) -> None:
         session.execute(
             text(
                 "UPDATE markets SET claimed_by = NULL, claim_expires_at = NULL"
-                " WHERE id = :id AND status = 'OPEN'"
+                f" WHERE id = :id AND status = '{MarketStatus.OPEN}'"
             ),
             {"id": market_id},
         )
@@ -197,7 +214,7 @@ def _runs(session: Session, timeframe: str) -> list[tuple[int, dt.datetime]]:
         (r.id, r.snapshot_at)
         for r in session.execute(
             text(
-                f"SELECT id, snapshot_at FROM scrape_runs WHERE timeframe = :tf AND {USABLE_RUN}"
+                f"SELECT id, snapshot_at FROM scrape_runs r WHERE timeframe = :tf AND {_USABLE}"
                 " AND snapshot_at > now() - interval '40 days'"
                 " ORDER BY snapshot_at"
             ),
@@ -248,10 +265,10 @@ def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
         ]
         if not needy:
             continue
-        result = scraper.scrape_leaderboard(tf, trigger="ON_DEMAND")
+        result = scraper.scrape_leaderboard(tf, trigger=ScrapeTrigger.ON_DEMAND)
         p.scraped[tf] = result
         log.info("on-demand scrape timeframe=%s run=%s status=%s", tf, result.run_id, result.status)
-        if result.status in ("SUCCESS", "PARTIAL"):
+        if result.status in SUCCEEDED_SCRAPES:
             with read_session() as session:
                 p.runs[tf] = _runs(session, tf)
 
@@ -261,7 +278,7 @@ def _gather_followers(p: _Pass, markets: list[DueMarket]) -> None:
         {
             m.x_handle.lower()
             for m in markets
-            if m.definition.type == "follower_growth" and m.x_handle
+            if m.definition.type in outcomes.FOLLOWER_TYPES and m.x_handle
         }
     )
     if not handles:
@@ -279,7 +296,7 @@ def _snapshot_evidence(p: _Pass, m: DueMarket) -> list[tuple[Evidence, dict[str,
     window = [m.closes_at.isoformat(), (m.closes_at + p.lag).isoformat()]
     if not runs:
         scraped = p.scraped.get(m.definition.timeframe or "")
-        if scraped is not None and scraped.status == "FAILED":
+        if scraped is not None and scraped.status == ScrapeStatus.FAILED:
             return Undecided(
                 ErrorCode.SCRAPE_FAILED,
                 f"on-demand scrape run {scraped.run_id} failed: "
@@ -358,29 +375,28 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
             "fetched_at": reading.fetched_at.isoformat(),
         }
     api_error = reading if isinstance(reading, Exception) else None
-    if isinstance(api_error, ServiceError) and api_error.code in (
-        ErrorCode.X_USER_NOT_FOUND,
-        ErrorCode.X_USER_SUSPENDED,
-    ):
+    if isinstance(api_error, XApiError) and not api_error.transient:
+        # An answer about the account (not found, suspended) or a request that can never work:
+        # a cached count from before is no evidence about the account now.
         return Undecided(ErrorCode.MISSING_KOL_DATA, f"X account @{handle}: {api_error.message}")
     with read_session() as session:
-        cached = followers.cached_reading(session, handle)
-    if cached is not None:
-        fresh = followers.cache_usable(
-            cached.fetched_at,
+        cached = followers.usable_cached_reading(
+            session,
+            handle,
             opens_at=m.opens_at,
             closes_at=m.closes_at,
             max_age=p.max_age,
+            lag=p.lag,
             now=p.now,
         )
-        if fresh and cached.fetched_at <= window_end:
-            return Evidence(followers_now=cached.followers), {
-                **base,
-                "source": "follower_cache",
-                "followers": cached.followers,
-                "fetched_at": cached.fetched_at.isoformat(),
-                "api_error": str(api_error) if api_error else None,
-            }
+    if cached is not None:
+        return Evidence(followers_now=cached.followers), {
+            **base,
+            "source": "follower_cache",
+            "followers": cached.followers,
+            "fetched_at": cached.fetched_at.isoformat(),
+            "api_error": str(api_error) if api_error else None,
+        }
     if api_error is not None:
         return Undecided(
             ErrorCode.X_API_UNAVAILABLE,
@@ -394,44 +410,60 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
 # -- one market -----------------------------------------------------------------------------------
 
 
-def _attaching(
+def _attempt(
     m: DueMarket,
     p: _Pass,
     started: dt.datetime,
-    result: str,
+    result: AttemptResult,
     evidence: dict[str, Any],
     code: ErrorCode | None = None,
     detail: str | None = None,
-) -> Callable[[Session], None]:
-    """Write the attempt in a given transaction: the settlement's (a fresh row on every retry,
-    so a market is never final without the record of the evidence that made it so), or the one
-    `_record_attempt` opens."""
-    return lambda session: session.add(
-        ResolutionAttempt(
-            market_id=m.id,
-            trigger=p.trigger,
-            started_at=started,
-            finished_at=dt.datetime.now(dt.UTC),
-            result=result,
-            error_code=code.value if code else None,
-            error_detail=detail,
-            evidence=evidence,
-        )
+) -> ResolutionAttempt:
+    return ResolutionAttempt(
+        market_id=m.id,
+        trigger=p.trigger,
+        started_at=started,
+        finished_at=dt.datetime.now(dt.UTC),
+        result=result,
+        error_code=code.value if code else None,
+        error_detail=detail,
+        evidence=evidence,
     )
 
 
-def _record_attempt(market_id: int, attempt: Callable[[Session], None]) -> None:
+def _final(
+    change: Callable[[Session], settlement.SettlementResult],
+    attempt: Callable[[], ResolutionAttempt],
+    what: str,
+) -> settlement.SettlementResult:
+    """Settle or cancel a market and record the attempt that made it final in one transaction
+    (a fresh attempt row on every retry), so a market is never final without the record of the
+    evidence that made it so."""
+
+    def unit(session: Session) -> settlement.SettlementResult:
+        result = change(session)
+        if result.applied:
+            session.add(attempt())
+        return result
+
+    return retrying(unit, what=what)
+
+
+def _record_attempt(market_id: int, attempt: ResolutionAttempt) -> None:
     """An attempt that changed no money (deferred, or failed) in a transaction of its own.
     Skipped when another caller (an operator's retry, an overlapping sweep) made the market
     final meanwhile: the latest attempt of a final market is the one that made it final. The
     row lock waits for such a settlement in flight."""
     with transaction() as session:
         still_open = session.execute(
-            text("SELECT 1 FROM markets WHERE id = :id AND status = 'OPEN' FOR UPDATE"),
+            text(
+                f"SELECT 1 FROM markets WHERE id = :id AND status = '{MarketStatus.OPEN}'"
+                " FOR UPDATE"
+            ),
             {"id": market_id},
         ).first()
         if still_open:
-            attempt(session)
+            session.add(attempt)
 
 
 def _flag_attention(market_id: int, reason: str) -> None:
@@ -439,7 +471,7 @@ def _flag_attention(market_id: int, reason: str) -> None:
         session.execute(
             text(
                 "UPDATE markets SET needs_attention = true, attention_reason = :r"
-                " WHERE id = :id AND status = 'OPEN'"
+                f" WHERE id = :id AND status = '{MarketStatus.OPEN}'"
             ),
             {"id": market_id, "r": reason[:2000]},
         )
@@ -454,14 +486,20 @@ def _cancel(
     evidence: dict[str, Any],
     report: SweepReport,
 ) -> None:
-    attach = _attaching(m, p, started, "CANCELLED", evidence, code, detail)
     try:
-        result = settlement.cancel_and_refund(m.id, code, detail, actor=ACTOR, attach=attach)
+        result = _final(
+            lambda session: settlement.cancel_and_refund(session, m.id, code, detail, actor=ACTOR),
+            lambda: _attempt(m, p, started, AttemptResult.CANCELLED, evidence, code, detail),
+            f"cancel market {m.id}",
+        )
     except Exception as exc:
         _flag_attention(m.id, f"cancel ({code}) failed: {exc}")
         failed = f"cancel and refund failed: {exc}"
         _record_attempt(
-            m.id, _attaching(m, p, started, "ERROR", evidence, ErrorCode.SETTLEMENT_FAILED, failed)
+            m.id,
+            _attempt(
+                m, p, started, AttemptResult.ERROR, evidence, ErrorCode.SETTLEMENT_FAILED, failed
+            ),
         )
         report.errors += 1
         log.error("market=%s cancel failed: %s", m.id, exc)
@@ -473,9 +511,7 @@ def _cancel(
         report.already_final += 1
 
 
-def _resolve_one(
-    m: DueMarket, p: _Pass, report: SweepReport, settle_fault: Callable[[str], None] | None
-) -> None:
+def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
     started = dt.datetime.now(dt.UTC)
     past_grace = p.now >= m.closes_at + p.grace
     gathered: list[tuple[Evidence, dict[str, Any]]] | Undecided
@@ -500,8 +536,8 @@ def _resolve_one(
             and p.now > m.closes_at + p.lag
         )
         if decision.code in TRANSIENT and not past_grace and not too_late:
-            deferred = _attaching(
-                m, p, started, "DEFERRED", evidence, decision.code, decision.detail
+            deferred = _attempt(
+                m, p, started, AttemptResult.DEFERRED, evidence, decision.code, decision.detail
             )
             _record_attempt(m.id, deferred)
             _release(m.id)
@@ -510,21 +546,22 @@ def _resolve_one(
         _cancel(m, p, started, decision.code, decision.detail, evidence, report)
         return
 
-    attach = _attaching(m, p, started, f"RESOLVED_{decision.value}", evidence)
+    side = Side(decision)
     try:
-        result = settlement.settle(
-            m.id,
-            decision.value,
-            actor=ACTOR,
-            reason=f"resolved {decision.value} from evidence",
-            fault=settle_fault,
-            attach=attach,
+        result = _final(
+            lambda session: settlement.settle(
+                session, m.id, side, actor=ACTOR, reason=f"resolved {side} from evidence"
+            ),
+            lambda: _attempt(m, p, started, AttemptResult.resolved(side), evidence),
+            f"settle market {m.id}",
         )
     except Exception as exc:
         log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
         _record_attempt(
             m.id,
-            _attaching(m, p, started, "ERROR", evidence, ErrorCode.SETTLEMENT_FAILED, str(exc)),
+            _attempt(
+                m, p, started, AttemptResult.ERROR, evidence, ErrorCode.SETTLEMENT_FAILED, str(exc)
+            ),
         )
         _cancel(
             m,
@@ -537,11 +574,11 @@ def _resolve_one(
         )
         return
     if result.applied:
-        if decision is Outcome.YES:
+        if side is Side.YES:
             report.resolved_yes += 1
         else:
             report.resolved_no += 1
-        log.info("market=%s resolved %s", m.id, decision.value)
+        log.info("market=%s resolved %s", m.id, side)
     else:
         report.already_final += 1
 
@@ -562,15 +599,10 @@ def _new_pass(trigger: str) -> _Pass:
     )
 
 
-def _handle(
-    markets: Iterable[DueMarket],
-    p: _Pass,
-    report: SweepReport,
-    settle_fault: Callable[[str], None] | None = None,
-) -> None:
+def _handle(markets: Iterable[DueMarket], p: _Pass, report: SweepReport) -> None:
     for m in markets:
         try:
-            _resolve_one(m, p, report, settle_fault)
+            _resolve_one(m, p, report)
         except Exception as exc:  # the error boundary: one market never stops the others
             report.errors += 1
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
@@ -590,7 +622,10 @@ def _handle(
                     )
                 else:
                     _record_attempt(
-                        m.id, _attaching(m, p, now, "ERROR", {}, ErrorCode.INTERNAL_ERROR, detail)
+                        m.id,
+                        _attempt(
+                            m, p, now, AttemptResult.ERROR, {}, ErrorCode.INTERNAL_ERROR, detail
+                        ),
                     )
                     _release(m.id)
             except Exception:
@@ -603,7 +638,6 @@ def sweep(
     batch_size: int = 500,
     max_batches: int = 1000,
     should_stop: Callable[[], bool] | None = None,
-    settle_fault: Callable[[str], None] | None = None,
 ) -> SweepReport:
     """Resolve every due market (in leased batches); safe to run in several processes."""
     claimer = f"{socket.gethostname()}:{os.getpid()}:{trigger}"
@@ -620,7 +654,7 @@ def sweep(
         report.claimed += len(batch)
         _gather_snapshots(p, batch)
         _gather_followers(p, batch)
-        _handle(batch, p, report, settle_fault)
+        _handle(batch, p, report)
     report.scrapes = {tf: r.run_id for tf, r in p.scraped.items()}
     return report
 

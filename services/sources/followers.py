@@ -1,9 +1,8 @@
-"""The follower cache: fresh counts from the X API, the cache and its history, and the rule that
-decides whether a cached count may resolve a market (PRODUCT.md section 3 point 4).
+"""The follower cache: fresh counts from the X API, the cache and its history, and the cached count
+a market may fall back on (PRODUCT.md section 3 point 4; `db.rules.follower_count_usable`).
 
-`cache_usable` is pure; the rest does I/O. Only successful lookups touch `follower_cache` and
-`follower_history`; every lookup, failed or not, records the API's budget and health in
-`x_api_state` for the dashboard.
+Only successful lookups touch `follower_cache` and `follower_history`; every lookup, failed or
+not, records the API's budget and health in `x_api_state` for the dashboard.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from config import get_settings
+from db import rules
 from db.engine import retrying, transaction
 from db.models import FollowerCache, FollowerHistory, Kol, Market, XApiState
-from services.errors import ErrorCode
 from services.sources.xapi import (
     MAX_BATCH,
     EndpointStatus,
@@ -30,6 +28,7 @@ from services.sources.xapi import (
     XUnauthorized,
     XUser,
 )
+from services.vocabulary import MarketStatus, MarketType
 
 
 @dataclass(frozen=True)
@@ -40,75 +39,34 @@ class FollowerReading:
     x_user_id: str | None
 
 
-# -- the freshness rule (pure) --------------------------------------------------------------------
+# -- reading the cache ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Freshness:
-    """Whether a cached count may be used; when not, the code and reason to record. Truthy when
-    usable."""
-
-    usable: bool
-    code: ErrorCode | None = None
-    reason: str | None = None
-
-    def __bool__(self) -> bool:
-        return self.usable
-
-
-def cache_usable(
-    fetched_at: dt.datetime,
+def usable_cached_reading(
+    session: Session,
+    handle: str,
     *,
     opens_at: dt.datetime,
     closes_at: dt.datetime,
     max_age: dt.timedelta,
+    lag: dt.timedelta,
     now: dt.datetime,
-) -> Freshness:
-    """May a count fetched at `fetched_at` stand for the count at `closes_at`?
-
-    Usable iff `max(opens_at, closes_at - max_age) <= fetched_at <= now`. Both lower bounds are
-    inclusive: a count fetched exactly at the open is "not older than the market's start" (the
-    seed's rule), and one exactly `max_age` before the close is within the allowed age. Counts
-    fetched after the close are usable: the resolver's own fresh fetch also happens after it.
-    A `fetched_at` later than `now` cannot be a real observation (clock skew or a bad row), so
-    it is refused rather than trusted.
-    """
-    for name, value in (
-        ("fetched_at", fetched_at),
-        ("opens_at", opens_at),
-        ("closes_at", closes_at),
-        ("now", now),
-    ):
-        if value.tzinfo is None:
-            raise ValueError(f"{name} must be timezone-aware")
-    if max_age < dt.timedelta(0):
-        raise ValueError("max_age must not be negative")
-
-    def stale(reason: str) -> Freshness:
-        return Freshness(False, ErrorCode.STALE_FOLLOWER_DATA, reason)
-
-    if fetched_at > now:
-        return stale(f"cached count is dated {fetched_at.isoformat()}, after now")
-    if fetched_at < opens_at:
-        return stale(
-            f"cached count from {fetched_at.isoformat()} predates the market's open "
-            f"{opens_at.isoformat()}"
+) -> FollowerReading | None:
+    """The cached count of `handle` if it may stand for the count at `closes_at`
+    (`db.rules.follower_count_usable`), else None (never fetched, or outside that window)."""
+    row = session.execute(
+        select(FollowerCache).where(
+            FollowerCache.handle == handle.lower(),
+            rules.follower_count_usable(
+                FollowerCache.fetched_at,
+                opens_at=opens_at,
+                closes_at=closes_at,
+                max_age=max_age,
+                lag=lag,
+                now=now,
+            ),
         )
-    oldest = closes_at - max_age
-    if fetched_at < oldest:
-        return stale(
-            f"cached count from {fetched_at.isoformat()} is more than {max_age} before the "
-            f"close {closes_at.isoformat()}"
-        )
-    return Freshness(True)
-
-
-# -- reading the cache ----------------------------------------------------------------------------
-
-
-def cached_reading(session: Session, handle: str) -> FollowerReading | None:
-    """The cached count of `handle`, or None when it was never fetched successfully."""
-    row = session.get(FollowerCache, handle.lower())
+    ).scalar_one_or_none()
     if row is None:
         return None
     return FollowerReading(row.handle, row.followers, row.fetched_at, row.x_user_id)
@@ -241,8 +199,8 @@ def open_market_handles(session: Session) -> list[str]:
         select(handle)
         .join(Market, Market.kol_a_id == Kol.id)
         .where(
-            Market.type == "follower_growth",
-            Market.status == "OPEN",
+            Market.type == MarketType.FOLLOWER_GROWTH,
+            Market.status == MarketStatus.OPEN,
             Kol.x_handle.is_not(None),
         )
         .group_by(handle)
@@ -280,7 +238,3 @@ def refresh_open_market_handles(*, client: XApiClient | None = None) -> RefreshR
                 else:
                     failed[handle] = result.code.value
     return RefreshReport(wanted=len(handles), refreshed=refreshed, failed=failed)
-
-
-def max_cache_age() -> dt.timedelta:
-    return dt.timedelta(minutes=get_settings().follower_cache_max_age_minutes)

@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from playwright.sync_api import ViewportSize
+from services.vocabulary import Timeframe
 
-# `/leaderboard?timeframe=N`: N is the number of days the board covers.
+# `/leaderboard?timeframe=N`: N is the number of days the board covers (`Timeframe.kolscan_param`).
 LEADERBOARD_PATH = "/leaderboard"
-TIMEFRAME_PARAM = {"daily": "1", "weekly": "7", "monthly": "30"}
 
 # A row is the parent element of its account link; the wallet is the link's last path segment.
 ROW_LINK_SELECTOR = 'a[href^="/account/"]'
@@ -44,9 +43,6 @@ LAYOUT_CHANGED_REJECTED_SHARE = 0.5
 # deciding the list is complete, and a bound on rounds so a runaway page cannot hold us forever.
 SCROLL_IDLE_MS = 500
 MAX_SCROLL_ROUNDS = 200
-
-# Viewport for the page and its failure screenshot.
-VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 ROW_COUNT_JS = "(selector) => document.querySelectorAll(selector).length"
 # Polled each animation frame: bring the last row into view (whatever element scrolls: the
@@ -109,7 +105,7 @@ EXTRACT_CONFIG: dict[str, Any] = {
 }
 
 
-def leaderboard_url(base_url: str, timeframe: str) -> str:
-    """The leaderboard page of one timeframe (`daily`, `weekly` or `monthly`)."""
-    query = urlencode({"timeframe": TIMEFRAME_PARAM[timeframe]})
+def leaderboard_url(base_url: str, timeframe: Timeframe) -> str:
+    """The leaderboard page of one timeframe."""
+    query = urlencode({"timeframe": timeframe.kolscan_param})
     return f"{base_url.rstrip('/')}{LEADERBOARD_PATH}?{query}"

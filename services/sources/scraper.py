@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, ViewportSize, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import func, insert, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -37,10 +37,10 @@ from db.models import Kol, ScrapedKol, ScrapeReject, ScrapeRun, utcnow
 from services.errors import ErrorCode, ServiceError
 from services.sources import kolscan_selectors as sel
 from services.sources.leaderboard_parser import ParsedRow, Reject, layout_changed, parse_rows
+from services.vocabulary import SUCCEEDED_SCRAPES, ScrapeStatus, ScrapeTrigger, Timeframe
 
 log = logging.getLogger(__name__)
 
-TRIGGERS = ("SCHEDULE", "ON_DEMAND", "MANUAL")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -51,13 +51,15 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 _ARTIFACT_TIMEOUT_MS = 5_000
+# Viewport for the page and its failure screenshot.
+VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 
 
 @dataclass(frozen=True)
 class ScrapeResult:
     run_id: int
-    timeframe: str
-    status: str  # SUCCESS | PARTIAL | FAILED
+    timeframe: Timeframe
+    status: ScrapeStatus  # SUCCESS, PARTIAL or FAILED: never RUNNING
     rows_found: int
     rows_stored: int
     rows_rejected: int
@@ -73,7 +75,7 @@ class ScrapeResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("SUCCESS", "PARTIAL")
+        return self.status in SUCCEEDED_SCRAPES
 
 
 @dataclass
@@ -112,9 +114,9 @@ class _Snapshot:
 
 
 def scrape_leaderboard(
-    timeframe: str,
+    timeframe: Timeframe | str,
     *,
-    trigger: str = "ON_DEMAND",
+    trigger: ScrapeTrigger | str = ScrapeTrigger.ON_DEMAND,
     base_url: str | None = None,
     timeout_s: float | None = None,
 ) -> ScrapeResult:
@@ -125,10 +127,14 @@ def scrape_leaderboard(
     `timeout_s` overrides SCRAPE_TIMEOUT_S: the budget for the page and its first rows, and again
     for scrolling until no new rows come.
     """
-    if timeframe not in sel.TIMEFRAME_PARAM:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown timeframe {timeframe!r}")
-    if trigger not in TRIGGERS:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown trigger {trigger!r}")
+    try:
+        timeframe = Timeframe(timeframe)
+    except ValueError:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown timeframe {timeframe!r}") from None
+    try:
+        trigger = ScrapeTrigger(trigger)
+    except ValueError:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown trigger {trigger!r}") from None
     settings = get_settings()
     budget_s = settings.scrape_timeout_s if timeout_s is None else timeout_s
     if budget_s <= 0:
@@ -192,7 +198,7 @@ def _read_leaderboard(url: str, run_id: int, budget_s: float, timings: _Timings)
         except PlaywrightError as exc:
             raise _Failure(ErrorCode.SCRAPE_BROWSER_ERROR, f"Chromium: {exc.message}") from exc
         try:
-            page = browser.new_page(viewport=sel.VIEWPORT)
+            page = browser.new_page(viewport=VIEWPORT)
             try:
                 return _read_page(page, url, budget_s, started, timings)
             except _Failure as failure:
@@ -290,20 +296,25 @@ def _save_artifacts(page: Page, run_id: int, failure: _Failure) -> None:
 # --- the database ---------------------------------------------------------------------------
 
 
-def _start_run(timeframe: str, trigger: str, url: str) -> int:
+def _start_run(timeframe: Timeframe, trigger: ScrapeTrigger, url: str) -> int:
     with transaction() as s:
         run_id = s.scalar(
             insert(ScrapeRun)
-            .values(timeframe=timeframe, trigger=trigger, source_url=url, status="RUNNING")
+            .values(
+                timeframe=timeframe.value,
+                trigger=trigger.value,
+                source_url=url,
+                status=ScrapeStatus.RUNNING.value,
+            )
             .returning(ScrapeRun.id)
         )
     assert run_id is not None
     return run_id
 
 
-def _store(s: Session, run_id: int, timeframe: str, snapshot: _Snapshot) -> str:
+def _store(s: Session, run_id: int, timeframe: Timeframe, snapshot: _Snapshot) -> ScrapeStatus:
     """KOLs, their rows and the rejects, and the run's end: one transaction."""
-    status = "PARTIAL" if snapshot.rejects else "SUCCESS"
+    status = ScrapeStatus.PARTIAL if snapshot.rejects else ScrapeStatus.SUCCESS
     kol_ids: dict[str, int] = {}
     if snapshot.parsed:
         upsert = pg_insert(Kol)
@@ -336,7 +347,7 @@ def _store(s: Session, run_id: int, timeframe: str, snapshot: _Snapshot) -> str:
                     "losses": r.losses,
                     "sol_gain": r.sol_gain,
                     "usd_gain": r.usd_gain,
-                    "timeframe": timeframe,
+                    "timeframe": timeframe.value,
                     "scraped_at": snapshot.snapshot_at,
                 }
                 for r in snapshot.parsed
@@ -347,7 +358,7 @@ def _store(s: Session, run_id: int, timeframe: str, snapshot: _Snapshot) -> str:
         update(ScrapeRun)
         .where(ScrapeRun.id == run_id)
         .values(
-            status=status,
+            status=status.value,
             finished_at=func.now(),
             snapshot_at=snapshot.snapshot_at,
             rows_found=snapshot.rows_found,
@@ -377,7 +388,7 @@ def _insert_rejects(s: Session, run_id: int, rejects: list[Reject]) -> None:
 
 
 def _finish_failed(
-    run_id: int, timeframe: str, failure: _Failure, timings: _Timings
+    run_id: int, timeframe: Timeframe, failure: _Failure, timings: _Timings
 ) -> ScrapeResult:
     with transaction() as s:
         # The rejects of an unreadable page are kept: they show what the new layout looks like.
@@ -386,7 +397,7 @@ def _finish_failed(
             update(ScrapeRun)
             .where(ScrapeRun.id == run_id)
             .values(
-                status="FAILED",
+                status=ScrapeStatus.FAILED.value,
                 finished_at=func.now(),
                 rows_found=failure.rows_found,
                 rows_rejected=len(failure.rejects),
@@ -400,7 +411,7 @@ def _finish_failed(
     return ScrapeResult(
         run_id=run_id,
         timeframe=timeframe,
-        status="FAILED",
+        status=ScrapeStatus.FAILED,
         rows_found=failure.rows_found,
         rows_stored=0,
         rows_rejected=len(failure.rejects),
@@ -417,9 +428,11 @@ def _finish_failed(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Scrape one kolscan leaderboard and store it.")
-    parser.add_argument("--timeframe", required=True, choices=sorted(sel.TIMEFRAME_PARAM))
+    parser.add_argument("--timeframe", required=True, choices=[t.value for t in Timeframe])
     parser.add_argument("--base-url", help="default: KOLSCAN_BASE_URL")
-    parser.add_argument("--trigger", choices=TRIGGERS, default="MANUAL")
+    parser.add_argument(
+        "--trigger", choices=[t.value for t in ScrapeTrigger], default=ScrapeTrigger.MANUAL.value
+    )
     parser.add_argument("--timeout-s", type=float, help="default: SCRAPE_TIMEOUT_S")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -45,9 +45,15 @@ _RESET_MARGIN_S = 0.02
 class XApiError(ServiceError):
     """Any failure to get a user's numbers from the X API.
 
-    `transient` says whether the same call may succeed later without anything changing about the
-    user at X (rate limits, outages, credentials being fixed), as opposed to an answer about the
-    user (not found, suspended) or a request that can never be made (invalid handle).
+    As with httpx's exceptions, the class says what kind of failure it is, one level below this:
+    - `XServiceFailure`: X did not serve the call at all (credentials, rate limit, outage);
+    - `XMalformedResponse`: X answered, but not with the JSON it documents;
+    - `XUserError`: X answered about the user (not found, suspended);
+    - `XRequestError`: the request can never succeed as made (invalid handle, another 4xx).
+
+    `transient` is the one place that says whether the same call may succeed later without
+    anything changing about the user at X: true for the first two kinds, false for the others.
+    Every class below states it.
     """
 
     code: ErrorCode = ErrorCode.X_API_UNAVAILABLE
@@ -60,57 +66,92 @@ class XApiError(ServiceError):
         return f"{type(self).__name__}({self.message!r})"
 
 
-class XInvalidHandle(XApiError):
-    """The handle is not a possible X username; nothing was sent."""
-
-    code = ErrorCode.INVALID_INPUT
-    transient = False
+# -- X did not serve the call: a batch stops at the first one, the rest would fail the same way.
 
 
-class XUserNotFound(XApiError):
-    code = ErrorCode.X_USER_NOT_FOUND
-    transient = False
+class XServiceFailure(XApiError):
+    """X itself refused or failed the call; calling again later may work."""
+
+    transient = True
 
 
-class XUserSuspended(XApiError):
-    code = ErrorCode.X_USER_SUSPENDED
-    transient = False
-
-
-class XUnauthorized(XApiError):
-    """401/403 or no token configured: bad credentials are never retried."""
+class XUnauthorized(XServiceFailure):
+    """401/403 or no token configured: bad credentials are never retried within a call, but
+    a later call works once the credentials are fixed."""
 
     code = ErrorCode.X_API_UNAUTHORIZED
+    transient = True
 
 
-class XRateLimited(XApiError):
+class XRateLimited(XServiceFailure):
     """A 429, or the remembered budget is spent. `reset_at` is when calling may resume (None when
     X did not say)."""
 
     code = ErrorCode.X_API_RATE_LIMITED
+    transient = True
 
     def __init__(self, message: str, *, reset_at: dt.datetime | None) -> None:
         super().__init__(message, reset_at=reset_at)
         self.reset_at = reset_at
 
 
-class XUnavailable(XApiError):
+class XUnavailable(XServiceFailure):
     """5xx, timeouts or connection errors, still failing after the bounded retries."""
 
     code = ErrorCode.X_API_UNAVAILABLE
+    transient = True
 
     def __init__(self, message: str, *, attempts: int) -> None:
         super().__init__(message, attempts=attempts)
         self.attempts = attempts
 
 
+# -- X answered, but not as documented: a fault on its side that a later call may not repeat.
+
+
 class XMalformedResponse(XApiError):
     """A body that is not the JSON X documents: unparsable, or missing a needed field."""
 
     code = ErrorCode.X_API_MALFORMED
+    transient = True
 
 
-class XRequestRejected(XApiError):
+# -- X answered about the user: asking again gives the same answer.
+
+
+class XUserError(XApiError):
+    """X says the account cannot be read: it does not exist or is suspended."""
+
+    transient = False
+
+
+class XUserNotFound(XUserError):
+    code = ErrorCode.X_USER_NOT_FOUND
+    transient = False
+
+
+class XUserSuspended(XUserError):
+    code = ErrorCode.X_USER_SUSPENDED
+    transient = False
+
+
+# -- the request itself is wrong: sending it again cannot help.
+
+
+class XRequestError(XApiError):
+    """A request X can never answer as made."""
+
+    transient = False
+
+
+class XInvalidHandle(XRequestError):
+    """The handle is not a possible X username; nothing was sent."""
+
+    code = ErrorCode.INVALID_INPUT
+    transient = False
+
+
+class XRequestRejected(XRequestError):
     """Another 4xx, or a per-user error of a kind this client does not know."""
 
     code = ErrorCode.X_API_REJECTED
@@ -423,7 +464,7 @@ class XApiClient:
             else:
                 try:
                     outcome = self._lookup_chunk(chunk, deadline)
-                except (XUnauthorized, XRateLimited, XUnavailable) as exc:
+                except XServiceFailure as exc:
                     stop = exc
                     outcome = dict.fromkeys(chunk, exc)
                 except XApiError as exc:

@@ -1,8 +1,8 @@
 """Is the data fresh enough to resolve markets, and is timed work on time? (read-only)
 
 - follower cache age against OPEN follower markets: the cache row a market would fall back on if
-  the X API failed, classified by the resolver's rule (`followers.cache_usable`) as if the market
-  closed now (or at its close, once due);
+  the X API failed, classified by the resolver's rule (`db.rules.follower_count_usable`) as if
+  the market closed now (or at its close, once due);
 - scrape age per timeframe;
 - what would be cancelled if nothing changes: due OPEN markets the resolver cannot decide from
   the data held now, and when it will give up on them (closes_at + the shorter of the grace
@@ -14,20 +14,64 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import func, literal_column, text
+from sqlalchemy.orm import aliased
 
 from config import get_settings
+from db import rules
 from db.engine import read_session
-from db.models import USABLE_RUN
+from db.models import FollowerCache, Market, ScrapeRun
+from services.errors import ErrorCode
 from services.ops.jobs import last_run_per_job
 from services.ops.schedule import schedules
-from services.views.kols import Paged, check_page
+from services.views.paging import Page, check_page
+from services.vocabulary import MarketStatus, MarketType, ScrapeStatus, Timeframe
 
-TIMEFRAMES = ("daily", "weekly", "monthly")
-FOLLOWER_STATES = ("FRESH", "STALE", "NEVER_FETCHED", "NO_HANDLE")
 LATE_AFTER = dt.timedelta(minutes=1)
+
+
+class FollowerState(StrEnum):
+    """How the cached count of an OPEN follower market's KOL stands."""
+
+    FRESH = "FRESH"  # usable at the market's close, by the resolver's rule
+    STALE = "STALE"
+    NEVER_FETCHED = "NEVER_FETCHED"
+    NO_HANDLE = "NO_HANDLE"
+
+
+# The rules as SQL over `markets m`, `follower_cache c` and `scrape_runs r`; the max cache age and
+# the max scrape lag are bound parameters (intervals).
+_M = aliased(Market, name="m")
+_C = aliased(FollowerCache, name="c")
+_MAX_AGE = literal_column(":max_age")
+_LAG = literal_column(":lag")
+_USABLE_RUN = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
+# An open market judged as if it closed now, or at its close once due.
+_USABLE_NOW = rules.sql(
+    rules.follower_count_usable(
+        _C.fetched_at,
+        opens_at=_M.opens_at,
+        closes_at=func.least(func.now(), _M.closes_at),
+        max_age=_MAX_AGE,
+        lag=_LAG,
+        now=func.now(),
+    )
+)
+_USABLE_AT_CLOSE = rules.sql(
+    rules.follower_count_usable(
+        _C.fetched_at,
+        opens_at=_M.opens_at,
+        closes_at=_M.closes_at,
+        max_age=_MAX_AGE,
+        lag=_LAG,
+        now=func.now(),
+    )
+)
+_OPEN = MarketStatus.OPEN.value
+_FOLLOWER_GROWTH = MarketType.FOLLOWER_GROWTH.value
 
 
 def _minutes(value: int) -> dt.timedelta:
@@ -36,35 +80,40 @@ def _minutes(value: int) -> dt.timedelta:
 
 # -- follower cache -------------------------------------------------------------------------------
 
-# The cache row of KOL A of every OPEN follower market, classified as `followers.cache_usable`
-# would at min(now, closes_at): a count from before the open, older than the max age, or dated in
-# the future is STALE.
-_FOLLOWER_MARKETS = """
+# The cache row of KOL A of every OPEN follower market, classified by the resolver's rule at
+# least(now, closes_at): a count from before the open, older than the max age, later than the
+# lag after the close, or dated in the future is STALE.
+_FOLLOWER_MARKETS = f"""
     SELECT m.id AS market_id, m.title, m.opens_at, m.closes_at, k.x_handle AS handle,
            c.followers, c.fetched_at,
-           CASE WHEN k.x_handle IS NULL THEN 'NO_HANDLE'
-                WHEN c.fetched_at IS NULL THEN 'NEVER_FETCHED'
-                WHEN c.fetched_at > now() OR c.fetched_at < m.opens_at
-                     OR c.fetched_at < least(now(), m.closes_at) - :max_age THEN 'STALE'
-                ELSE 'FRESH' END AS state
+           CASE WHEN k.x_handle IS NULL THEN '{FollowerState.NO_HANDLE}'
+                WHEN c.fetched_at IS NULL THEN '{FollowerState.NEVER_FETCHED}'
+                WHEN {_USABLE_NOW} THEN '{FollowerState.FRESH}'
+                ELSE '{FollowerState.STALE}' END AS state
     FROM markets m JOIN kols k ON k.id = m.kol_a_id
     LEFT JOIN follower_cache c ON c.handle = lower(k.x_handle)
-    WHERE m.status = 'OPEN' AND m.type = 'follower_growth'"""
+    WHERE m.status = '{_OPEN}' AND m.type = '{_FOLLOWER_GROWTH}'"""
 
 
 @dataclass(frozen=True)
 class FollowerFreshness:
     now: dt.datetime
     max_age: dt.timedelta
-    counts: dict[str, int]  # every state of FOLLOWER_STATES
+    counts: dict[str, int]  # every FollowerState
     oldest_fetch: dt.datetime | None  # of the FRESH and STALE cache rows in use
-    problems: Paged  # markets not FRESH, soonest close first
+    problems: Page  # markets not FRESH, soonest close first
 
 
 def follower_freshness(*, limit: int = 50, offset: int = 0) -> FollowerFreshness:
     check_page(limit, offset)
-    max_age = _minutes(get_settings().follower_cache_max_age_minutes)
-    params = {"max_age": max_age, "limit": limit, "offset": offset}
+    settings = get_settings()
+    max_age = _minutes(settings.follower_cache_max_age_minutes)
+    params = {
+        "max_age": max_age,
+        "lag": _minutes(settings.max_scrape_lag_minutes),
+        "limit": limit,
+        "offset": offset,
+    }
     with read_session() as s:
         now = s.execute(text("SELECT now()")).scalar_one()
         summary = s.execute(
@@ -76,20 +125,22 @@ def follower_freshness(*, limit: int = 50, offset: int = 0) -> FollowerFreshness
         ).all()
         rows = s.execute(
             text(
-                f"SELECT * FROM ({_FOLLOWER_MARKETS}) f WHERE state <> 'FRESH'"
+                f"SELECT * FROM ({_FOLLOWER_MARKETS}) f WHERE state <> '{FollowerState.FRESH}'"
                 " ORDER BY closes_at, market_id LIMIT :limit OFFSET :offset"
             ),
             params,
         )
         problems = [dict(r._mapping) for r in rows]
-    counts = dict.fromkeys(FOLLOWER_STATES, 0) | {state: n for state, n, _ in summary}
+    counts = {state.value: 0 for state in FollowerState} | {state: n for state, n, _ in summary}
     fetches = [oldest for _, _, oldest in summary if oldest is not None]
     return FollowerFreshness(
         now=now,
         max_age=max_age,
         counts=counts,
         oldest_fetch=min(fetches) if fetches else None,
-        problems=Paged(problems, sum(n for state, n in counts.items() if state != "FRESH")),
+        problems=Page(
+            problems, sum(n for state, n in counts.items() if state != FollowerState.FRESH), offset
+        ),
     )
 
 
@@ -117,17 +168,19 @@ def scrape_ages() -> list[ScrapeAge]:
                 "SELECT tf.timeframe, extract(epoch FROM now() - good.at) AS age_s,"
                 " good.at AS last_good_at, last.status, last.started_at, last.error_code,"
                 " recent.runs, recent.failed"
-                " FROM unnest(CAST(:tfs AS text[])) AS tf(timeframe)"
-                " LEFT JOIN LATERAL (SELECT max(snapshot_at) AS at FROM scrape_runs"
-                f"   WHERE timeframe = tf.timeframe AND {USABLE_RUN}) good ON true"
+                " FROM unnest(CAST(:tfs AS text[])) WITH ORDINALITY AS tf(timeframe, n)"
+                " LEFT JOIN LATERAL (SELECT max(r.snapshot_at) AS at FROM scrape_runs r"
+                f"   WHERE r.timeframe = tf.timeframe AND {_USABLE_RUN}) good ON true"
                 " LEFT JOIN LATERAL (SELECT status, started_at, error_code FROM scrape_runs"
                 "   WHERE timeframe = tf.timeframe ORDER BY started_at DESC LIMIT 1) last ON true"
                 " LEFT JOIN LATERAL (SELECT count(*) AS runs,"
-                "   count(*) FILTER (WHERE status = 'FAILED') AS failed FROM scrape_runs"
+                f"   count(*) FILTER (WHERE status = '{ScrapeStatus.FAILED}') AS failed"
+                "   FROM scrape_runs"
                 "   WHERE timeframe = tf.timeframe AND started_at > now() - interval '24 hours'"
                 " ) recent ON true"
+                " ORDER BY tf.n"
             ),
-            {"tfs": list(TIMEFRAMES)},
+            {"tfs": [tf.value for tf in Timeframe]},
         ).all()
     return [
         ScrapeAge(
@@ -153,24 +206,22 @@ def scrape_ages() -> list[ScrapeAge]:
 # snapshot taken within [closes_at, closes_at + lag].
 _BLOCKED = f"""
     SELECT d.id AS market_id, d.type, d.title, d.closes_at,
-           CASE WHEN d.code = 'MISSING_METADATA' THEN now()
+           CASE WHEN d.code = '{ErrorCode.MISSING_METADATA}' THEN now()
                 ELSE d.closes_at + least(:grace, :lag) END AS cancel_at,
            d.code
     FROM (SELECT m.id, m.type, m.title, m.closes_at,
-                 CASE WHEN m.type = 'follower_growth' THEN
-                        CASE WHEN k.x_handle IS NULL THEN 'MISSING_METADATA'
+                 CASE WHEN m.type = '{_FOLLOWER_GROWTH}' THEN
+                        CASE WHEN k.x_handle IS NULL THEN '{ErrorCode.MISSING_METADATA}'
                              WHEN NOT EXISTS (SELECT 1 FROM follower_cache c
-                                  WHERE c.handle = lower(k.x_handle)
-                                    AND c.fetched_at >= greatest(m.opens_at, m.closes_at - :max_age)
-                                    AND c.fetched_at <= least(now(), m.closes_at + :lag))
-                             THEN 'STALE_FOLLOWER_DATA' END
-                      WHEN m.timeframe IS NULL THEN 'MISSING_METADATA'
+                                  WHERE c.handle = lower(k.x_handle) AND {_USABLE_AT_CLOSE})
+                             THEN '{ErrorCode.STALE_FOLLOWER_DATA}' END
+                      WHEN m.timeframe IS NULL THEN '{ErrorCode.MISSING_METADATA}'
                       WHEN NOT EXISTS (SELECT 1 FROM scrape_runs r
-                           WHERE r.timeframe = m.timeframe AND {USABLE_RUN}
+                           WHERE r.timeframe = m.timeframe AND {_USABLE_RUN}
                              AND r.snapshot_at BETWEEN m.closes_at AND m.closes_at + :lag)
-                      THEN 'STALE_SCRAPE_DATA' END AS code
+                      THEN '{ErrorCode.STALE_SCRAPE_DATA}' END AS code
           FROM markets m JOIN kols k ON k.id = m.kol_a_id
-          WHERE m.status = 'OPEN' AND m.closes_at <= now()) d
+          WHERE {rules.sql(rules.due(_M))}) d
     WHERE d.code IS NOT NULL"""
 
 
@@ -179,7 +230,7 @@ class AtRisk:
     now: dt.datetime
     by_code: dict[str, int]
     past_deadline: int  # the next resolver pass cancels these
-    markets: Paged  # soonest cancellation first
+    markets: Page  # soonest cancellation first
 
 
 def would_be_cancelled(*, limit: int = 50, offset: int = 0) -> AtRisk:
@@ -208,7 +259,7 @@ def would_be_cancelled(*, limit: int = 50, offset: int = 0) -> AtRisk:
         page = [dict(r._mapping) for r in rows]
     by_code = {code: n for code, n, _ in summary}
     past = sum(p for _, _, p in summary)
-    return AtRisk(now, by_code, past, Paged(page, sum(by_code.values())))
+    return AtRisk(now, by_code, past, Page(page, sum(by_code.values()), offset))
 
 
 # -- jobs -----------------------------------------------------------------------------------------

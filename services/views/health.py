@@ -6,11 +6,20 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import literal_column, text
+from sqlalchemy.orm import aliased
 
 from config import get_settings
+from db import rules
 from db.engine import read_session
-from db.models import USABLE_RUN
+from db.models import Market, ScrapeRun
+from services.vocabulary import AttemptResult, JobStatus, MarketStatus, Side, Timeframe, sql_in
+
+_M = aliased(Market, name="m")
+_DUE = rules.sql(rules.due(_M))
+_OVERDUE = rules.sql(rules.overdue(_M, literal_column("make_interval(mins => :grace)")))
+_USABLE_RUN = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
+_RESOLVED = sql_in("a.result", tuple(AttemptResult.resolved(side) for side in Side))
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,8 @@ class Health:
 
 
 def market_health() -> Health:
+    """Counts by status, due and overdue (`db.rules`), the last day's resolutions, the last
+    usable scrape per timeframe, the X API's budget and the last integrity check."""
     grace = get_settings().resolution_grace_minutes
     with read_session() as s:
         now = s.execute(text("SELECT now()")).scalar_one()
@@ -38,27 +49,27 @@ def market_health() -> Health:
         )
         due, overdue, attention = s.execute(
             text(
-                "SELECT count(*) FILTER (WHERE closes_at <= now()),"
-                " count(*) FILTER (WHERE closes_at <= now() - make_interval(mins => :grace)),"
-                " count(*) FILTER (WHERE needs_attention)"
-                " FROM markets WHERE status = 'OPEN'"
+                f"SELECT count(*) FILTER (WHERE {_DUE}), count(*) FILTER (WHERE {_OVERDUE}),"
+                " count(*) FILTER (WHERE m.needs_attention)"
+                f" FROM markets m WHERE m.status = '{MarketStatus.OPEN}'"
             ),
             {"grace": grace},
         ).one()
         cancellations = dict(
             s.execute(
                 text(
-                    "SELECT cancel_reason, count(*) FROM markets WHERE status = 'CANCELLED'"
+                    "SELECT cancel_reason, count(*) FROM markets"
+                    f" WHERE status = '{MarketStatus.CANCELLED}'"
                     " GROUP BY cancel_reason ORDER BY 2 DESC"
                 )
             ).all()
         )
         failed, resolved, lag = s.execute(
             text(
-                "SELECT count(*) FILTER (WHERE a.result = 'ERROR'),"
-                " count(*) FILTER (WHERE a.result LIKE 'RESOLVED%'),"
+                f"SELECT count(*) FILTER (WHERE a.result = '{AttemptResult.ERROR}'),"
+                f" count(*) FILTER (WHERE {_RESOLVED}),"
                 " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM"
-                "   a.finished_at - m.closes_at)) FILTER (WHERE a.result LIKE 'RESOLVED%')"
+                f"   a.finished_at - m.closes_at)) FILTER (WHERE {_RESOLVED})"
                 " FROM resolution_attempts a JOIN markets m ON m.id = a.market_id"
                 " WHERE a.started_at > now() - interval '24 hours'"
             )
@@ -66,8 +77,8 @@ def market_health() -> Health:
         scrapes = dict(
             s.execute(
                 text(
-                    f"SELECT timeframe, max(snapshot_at) FROM scrape_runs WHERE {USABLE_RUN}"
-                    " GROUP BY timeframe"
+                    "SELECT r.timeframe, max(r.snapshot_at) FROM scrape_runs r"
+                    f" WHERE {_USABLE_RUN} GROUP BY r.timeframe"
                 )
             ).all()
         )
@@ -83,13 +94,13 @@ def market_health() -> Health:
         integrity = s.execute(
             text(
                 "SELECT status, started_at, counts, error FROM job_runs"
-                " WHERE job = 'integrity' AND status <> 'RUNNING'"
+                f" WHERE job = 'integrity' AND status <> '{JobStatus.RUNNING}'"
                 " ORDER BY started_at DESC LIMIT 1"
             )
         ).first()
     return Health(
         now=now,
-        by_status={k: by_status.get(k, 0) for k in ("OPEN", "RESOLVED", "CANCELLED")},
+        by_status={k.value: by_status.get(k, 0) for k in MarketStatus},
         due=due,
         overdue=overdue,
         needs_attention=attention,
@@ -97,7 +108,7 @@ def market_health() -> Health:
         failed_attempts_24h=failed,
         resolved_24h=resolved,
         median_resolution_lag_s=float(lag) if lag is not None else None,
-        last_good_scrape={tf: scrapes.get(tf) for tf in ("daily", "weekly", "monthly")},
+        last_good_scrape={tf.value: scrapes.get(tf) for tf in Timeframe},
         x_api=x_api,
         last_integrity=dict(integrity._mapping) if integrity else None,
     )

@@ -1,8 +1,8 @@
 """Read models behind the KOL data page: the latest snapshot of a timeframe, a KOL's history,
 changes since the previous run and anomalies an analyst should look at (read-only).
 
-"Usable" runs are the ones the resolver may use: SUCCESS or PARTIAL, not quarantined. Every query
-aggregates or pages in the database; lists come back as `Paged` (one page plus the total).
+"Usable" runs are the ones the resolver may use (`db.rules.usable_run`). Every query aggregates
+or pages in the database; lists come back as a `Page` (one page plus the total).
 """
 
 from __future__ import annotations
@@ -12,22 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
+from db import rules
 from db.engine import read_session
-from db.models import USABLE_RUN
+from db.models import ScrapeRun
 from services.errors import ErrorCode, ServiceError
+from services.views.paging import EMPTY, Page, check_page
+from services.vocabulary import Timeframe
 
 DEFAULT_MIN_JUMP = 10
-MAX_PAGE = 500
 
-
-@dataclass(frozen=True)
-class Paged:
-    """One page of a list and the number of rows in the whole list."""
-
-    rows: list[dict[str, Any]]
-    total: int
+_USABLE_RUN = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,7 @@ class Snapshot:
 
     run: RunRef | None
     previous: RunRef | None
-    page: Paged
+    page: Page
 
 
 @dataclass(frozen=True)
@@ -64,17 +60,10 @@ class Changes:
 class Anomalies:
     run: RunRef | None
     min_jump: int
-    rank_jumps: Paged
-    duplicate_ranks: Paged
-    missing_handles: Paged
-    rejects: Paged
-
-
-def check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise ServiceError(
-            ErrorCode.INVALID_INPUT, f"page size must be 1..{MAX_PAGE} and offset >= 0"
-        )
+    rank_jumps: Page
+    duplicate_ranks: Page
+    missing_handles: Page
+    rejects: Page
 
 
 def like_pattern(query: str) -> str:
@@ -84,7 +73,7 @@ def like_pattern(query: str) -> str:
 
 
 def _check_timeframe(timeframe: str) -> None:
-    if timeframe not in ("daily", "weekly", "monthly"):
+    if timeframe not in set(Timeframe):
         raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown timeframe {timeframe!r}")
 
 
@@ -92,9 +81,9 @@ def _latest_runs(s: Session, timeframe: str) -> tuple[RunRef | None, RunRef | No
     """The latest usable run of a timeframe and the one before it."""
     rows = s.execute(
         text(
-            "SELECT id, timeframe, status, snapshot_at, rows_stored, rows_rejected"
-            f" FROM scrape_runs WHERE timeframe = :tf AND {USABLE_RUN}"
-            " ORDER BY snapshot_at DESC, id DESC LIMIT 2"
+            "SELECT r.id, r.timeframe, r.status, r.snapshot_at, r.rows_stored, r.rows_rejected"
+            f" FROM scrape_runs r WHERE r.timeframe = :tf AND {_USABLE_RUN}"
+            " ORDER BY r.snapshot_at DESC, r.id DESC LIMIT 2"
         ),
         {"tf": timeframe},
     ).all()
@@ -112,7 +101,7 @@ def latest_snapshot(
     with read_session() as s:
         run, previous = _latest_runs(s, timeframe)
         if run is None:
-            return Snapshot(None, None, Paged([], 0))
+            return Snapshot(None, None, EMPTY)
         where = "k.run_id = :run"
         params: dict[str, Any] = {
             "run": run.id,
@@ -138,7 +127,7 @@ def latest_snapshot(
             ),
             params,
         )
-        return Snapshot(run, previous, Paged([dict(r._mapping) for r in rows], total))
+        return Snapshot(run, previous, Page([dict(r._mapping) for r in rows], total, offset))
 
 
 def changes(timeframe: str, *, limit: int = 20) -> Changes:
@@ -209,8 +198,7 @@ def anomalies(timeframe: str, *, min_jump: int = DEFAULT_MIN_JUMP, limit: int = 
     with read_session() as s:
         run, previous = _latest_runs(s, timeframe)
         if run is None:
-            empty = Paged([], 0)
-            return Anomalies(None, min_jump, empty, empty, empty, empty)
+            return Anomalies(None, min_jump, EMPTY, EMPTY, EMPTY, EMPTY)
         params = {
             "run": run.id,
             "prev": previous.id if previous else None,
@@ -218,12 +206,12 @@ def anomalies(timeframe: str, *, min_jump: int = DEFAULT_MIN_JUMP, limit: int = 
             "limit": limit,
         }
 
-        def paged(select_sql: str, from_sql: str, order: str) -> Paged:
+        def paged(select_sql: str, from_sql: str, order: str) -> Page:
             total = s.execute(text(f"SELECT count(*) {from_sql}"), params).scalar_one()
             rows = s.execute(
                 text(f"SELECT {select_sql} {from_sql} ORDER BY {order} LIMIT :limit"), params
             )
-            return Paged([dict(r._mapping) for r in rows], total)
+            return Page([dict(r._mapping) for r in rows], total)
 
         jumps = paged(
             "k.username, k.wallet, p.rank AS previous_rank, k.rank, p.rank - k.rank AS rank_change",

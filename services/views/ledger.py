@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import text
 
 from db.engine import read_session
-from db.models import ACCOUNT_KINDS, LEDGER_KINDS
 from services.errors import ErrorCode, ServiceError
-from services.views.kols import Paged, check_page
+from services.views.paging import Page, check_page
+from services.vocabulary import AccountKind, JobStatus, LedgerKind
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def balances() -> list[KindBalance]:
                 text("SELECT kind, count(*), sum(balance) FROM accounts GROUP BY kind")
             )
         )
-    return [KindBalance(kind, *rows.get(kind, (0, Decimal(0)))) for kind in ACCOUNT_KINDS]
+    return [KindBalance(kind.value, *rows.get(kind, (0, Decimal(0)))) for kind in AccountKind]
 
 
 def transactions(
@@ -43,10 +43,10 @@ def transactions(
     market_id: int | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> Paged:
+) -> Page:
     """Ledger transactions, newest first, each with its entry count and the money it moved."""
     check_page(limit, offset)
-    if kind is not None and kind not in LEDGER_KINDS:
+    if kind is not None and kind not in set(LedgerKind):
         raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown ledger kind {kind!r}")
     where, params = ["true"], {"limit": limit, "offset": offset}
     if kind:
@@ -73,7 +73,7 @@ def transactions(
             ),
             params,
         )
-        return Paged([dict(r._mapping) for r in rows], total or 0)
+        return Page([dict(r._mapping) for r in rows], total or 0, offset)
 
 
 def entries(transaction_id: int) -> list[dict[str, Any]]:
@@ -107,7 +107,8 @@ def last_integrity_run() -> IntegrityRun | None:
         row = s.execute(
             text(
                 "SELECT status, started_at, finished_at, counts->>'violations' AS violations,"
-                " error FROM job_runs WHERE job = 'integrity' AND status <> 'RUNNING'"
+                " error FROM job_runs"
+                f" WHERE job = 'integrity' AND status <> '{JobStatus.RUNNING}'"
                 " ORDER BY started_at DESC LIMIT 1"
             )
         ).first()

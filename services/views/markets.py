@@ -3,7 +3,8 @@
 Every query aggregates in the database and returns one page of rows, so the pages stay fast on a
 big database (100,000 markets, 1,000,000 bets): lists use the `(status, closes_at)` index, a
 LIMIT/OFFSET page and a COUNT with the same filters; per-market figures use the market_id
-indexes of bets, positions, ledger transactions and resolution attempts.
+indexes of bets, positions, ledger transactions and resolution attempts. "Due" and "overdue" are
+`db.rules.due` and `db.rules.overdue`, rendered into the SQL.
 """
 
 from __future__ import annotations
@@ -13,30 +14,26 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import literal_column, text
+from sqlalchemy.orm import aliased
 
 from config import get_settings
+from db import rules
 from db.engine import read_session
-from db.models import MARKET_TYPES
+from db.models import Market
 from services.errors import ErrorCode, ServiceError
+from services.views.paging import Page, check_page
+from services.vocabulary import AccountKind, BetStatus, MarketStatus, MarketType, TradeAction
 
-STATUSES = ("OPEN", "RESOLVED", "CANCELLED")
-MAX_PAGE_SIZE = 500
 MAX_SEARCH = 200
 LEDGER_LIMIT = 500
 TOP_POSITIONS = 10
 
-
-@dataclass(frozen=True)
-class MarketPage:
-    rows: list[dict[str, Any]]
-    total: int
-    page: int
-    page_size: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.page_size))
+# The rules as SQL over `markets m`, the grace period a bound parameter (minutes).
+_M = aliased(Market, name="m")
+_DUE = rules.sql(rules.due(_M))
+_OVERDUE = rules.sql(rules.overdue(_M, literal_column("make_interval(mins => :grace)")))
+_OPEN = MarketStatus.OPEN.value
 
 
 @dataclass(frozen=True)
@@ -60,15 +57,13 @@ def escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _check_filters(status: str | None, type_: str | None, page: int, page_size: int) -> None:
-    if status is not None and status not in STATUSES:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"status must be one of {', '.join(STATUSES)}")
-    if type_ is not None and type_ not in MARKET_TYPES:
+def _check_filters(status: str | None, type_: str | None) -> None:
+    if status is not None and status not in set(MarketStatus):
+        raise ServiceError(
+            ErrorCode.INVALID_INPUT, f"status must be one of {', '.join(MarketStatus)}"
+        )
+    if type_ is not None and type_ not in set(MarketType):
         raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown market type {type_!r}")
-    if not isinstance(page, int) or page < 0:
-        raise ServiceError(ErrorCode.INVALID_INPUT, "page must be 0 or more")
-    if not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"page_size must be 1 to {MAX_PAGE_SIZE}")
 
 
 def list_markets(
@@ -77,9 +72,9 @@ def list_markets(
     search: str | None = None,
     due_only: bool = False,
     attention_only: bool = False,
-    page: int = 0,
-    page_size: int = 50,
-) -> MarketPage:
+    limit: int = 50,
+    offset: int = 0,
+) -> Page:
     """One page of markets matching every given filter, with the total count.
 
     `search` matches the title or either KOL's name or X handle (case-insensitive substring), or
@@ -87,7 +82,8 @@ def list_markets(
     flagged for attention or past the grace period. Newest close first; with `due_only` or
     `attention_only` the longest overdue first, as an operator works through them.
     """
-    _check_filters(status, type, page, page_size)
+    _check_filters(status, type)
+    check_page(limit, offset)
     where = ["true"]
     params: dict[str, Any] = {"grace": get_settings().resolution_grace_minutes}
     if status is not None:
@@ -97,12 +93,9 @@ def list_markets(
         where.append("m.type = :type")
         params["type"] = type
     if due_only:
-        where.append("m.status = 'OPEN' AND m.closes_at <= now()")
+        where.append(f"({_DUE})")
     if attention_only:
-        where.append(
-            "m.status = 'OPEN' AND (m.needs_attention"
-            " OR m.closes_at <= now() - make_interval(mins => :grace))"
-        )
+        where.append(f"((m.status = '{_OPEN}' AND m.needs_attention) OR ({_OVERDUE}))")
     term = (search or "").strip()[:MAX_SEARCH]
     if term:
         params["pattern"] = f"%{escape_like(term)}%"
@@ -126,10 +119,7 @@ def list_markets(
                 f"""
                 SELECT m.id, m.status, m.outcome, m.type, m.title, ka.display_name AS kol_a,
                        kb.display_name AS kol_b, m.timeframe, m.closes_at, m.cancel_reason,
-                       m.needs_attention,
-                       m.status = 'OPEN' AND m.closes_at <= now() AS due,
-                       m.status = 'OPEN'
-                         AND m.closes_at <= now() - make_interval(mins => :grace) AS overdue,
+                       m.needs_attention, ({_DUE}) AS due, ({_OVERDUE}) AS overdue,
                        round(m.pool_no / (m.pool_yes + m.pool_no), 4) AS price_yes,
                        b.bets, b.volume
                 FROM (SELECT * FROM markets m WHERE {condition}
@@ -138,14 +128,15 @@ def list_markets(
                 LEFT JOIN kols kb ON kb.id = m.kol_b_id
                 CROSS JOIN LATERAL (
                     SELECT count(*) AS bets,
-                           coalesce(sum(amount) FILTER (WHERE action = 'BUY'), 0) AS volume
+                           coalesce(sum(amount) FILTER (WHERE action = '{TradeAction.BUY}'), 0)
+                             AS volume
                     FROM bets WHERE market_id = m.id) b
                 ORDER BY {order}
                 """
             ),
-            {**params, "limit": page_size, "offset": page * page_size},
+            {**params, "limit": limit, "offset": offset},
         ).mappings()
-        return MarketPage([dict(r) for r in rows], int(total), page, page_size)
+        return Page([dict(r) for r in rows], int(total), offset)
 
 
 def market_detail(market_id: int) -> MarketDetail:
@@ -153,7 +144,7 @@ def market_detail(market_id: int) -> MarketDetail:
         market = (
             s.execute(
                 text(
-                    """
+                    f"""
                 SELECT m.id, m.type, m.title, m.status, m.outcome, m.timeframe, m.threshold,
                        m.target_rank, m.baseline, m.opens_at, m.closes_at, m.resolved_at,
                        m.cancelled_at, m.cancel_reason, m.cancel_detail, m.needs_attention,
@@ -163,10 +154,7 @@ def market_detail(market_id: int) -> MarketDetail:
                        ka.x_handle AS kol_a_handle,
                        kb.id AS kol_b_id, kb.display_name AS kol_b, kb.wallet AS kol_b_wallet,
                        kb.x_handle AS kol_b_handle,
-                       e.balance AS escrow_balance,
-                       m.status = 'OPEN' AND m.closes_at <= now() AS due,
-                       m.status = 'OPEN'
-                         AND m.closes_at <= now() - make_interval(mins => :grace) AS overdue
+                       e.balance AS escrow_balance, ({_DUE}) AS due, ({_OVERDUE}) AS overdue
                 FROM markets m
                 JOIN kols ka ON ka.id = m.kol_a_id
                 LEFT JOIN kols kb ON kb.id = m.kol_b_id
@@ -186,7 +174,8 @@ def market_detail(market_id: int) -> MarketDetail:
         bets = s.execute(
             text(
                 "SELECT side, action, count(*) AS bets, sum(amount) AS amount, sum(fee) AS fees,"
-                " sum(shares) AS shares, count(*) FILTER (WHERE status = 'OPEN') AS open,"
+                " sum(shares) AS shares,"
+                f" count(*) FILTER (WHERE status = '{BetStatus.OPEN}') AS open,"
                 " coalesce(sum(payout), 0) AS paid_out"
                 " FROM bets WHERE market_id = :m GROUP BY side, action ORDER BY side DESC, action"
             ),
@@ -236,11 +225,11 @@ def market_ledger(market_id: int, *, limit: int = LEDGER_LIMIT) -> list[dict[str
     with read_session() as s:
         rows = s.execute(
             text(
-                """
+                f"""
                 SELECT t.id AS tx, t.created_at, t.kind, t.idempotency_key AS key, t.actor,
                        t.memo, t.reverses_transaction_id AS reverses_tx, e.id AS entry,
-                       CASE a.kind WHEN 'USER' THEN 'user ' || u.username
-                                   WHEN 'ESCROW' THEN 'escrow' ELSE lower(a.kind) END AS account,
+                       CASE a.kind WHEN '{AccountKind.USER}' THEN 'user ' || u.username
+                                   ELSE lower(a.kind) END AS account,
                        e.amount
                 FROM (SELECT * FROM ledger_transactions WHERE market_id = :m
                       ORDER BY id DESC LIMIT :limit) t
@@ -263,16 +252,16 @@ def outcomes_per_hour(days: int = 7) -> list[dict[str, Any]]:
     with read_session() as s:
         rows = s.execute(
             text(
-                """
+                f"""
                 SELECT date_trunc('hour', resolved_at AT TIME ZONE 'UTC') AS hour,
                        'resolved' AS event, outcome AS reason, count(*) AS markets
-                FROM markets WHERE status = 'RESOLVED'
+                FROM markets WHERE status = '{MarketStatus.RESOLVED}'
                   AND resolved_at > now() - make_interval(days => :days)
                 GROUP BY 1, 3
                 UNION ALL
                 SELECT date_trunc('hour', cancelled_at AT TIME ZONE 'UTC'), 'cancelled',
                        cancel_reason, count(*)
-                FROM markets WHERE status = 'CANCELLED'
+                FROM markets WHERE status = '{MarketStatus.CANCELLED}'
                   AND cancelled_at > now() - make_interval(days => :days)
                 GROUP BY 1, 3
                 ORDER BY 1, 2, 3

@@ -1,28 +1,19 @@
 """Scrape runs for the dashboard: runs, failures with their error and saved page, rejects, success
-over time; and the analyst's action, quarantining or releasing a run (PRODUCT.md section 5).
-
-A quarantined run's data is never used by the resolver (it reads only usable runs); markets it
-already decided keep their outcome: an operator re-settles them if needed.
-"""
+over time (read-only; quarantining a run is `services.ops.quarantine`)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import text
 
 from config import get_settings
-from db.engine import read_session, transaction
-from db.models import ScrapeRun
+from db.engine import read_session
 from services.errors import ErrorCode, ServiceError
-from services.ops import audit
-from services.ops.auth import Principal, require
-from services.views.kols import Paged, check_page
+from services.views.paging import Page, check_page
+from services.vocabulary import ScrapeStatus
 
-STATUSES = ("RUNNING", "SUCCESS", "PARTIAL", "FAILED")
 _RUN_COLUMNS = (
     "id, timeframe, trigger, status, started_at, finished_at, snapshot_at, rows_found,"
     " rows_stored, rows_rejected, error_code, error_message, html_path, screenshot_path,"
@@ -37,10 +28,10 @@ def runs(
     quarantined: bool | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> Paged:
+) -> Page:
     """Scrape runs, newest first, optionally filtered."""
     check_page(limit, offset)
-    if status is not None and status not in STATUSES:
+    if status is not None and status not in set(ScrapeStatus):
         raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown status {status!r}")
     where, params = ["true"], {"limit": limit, "offset": offset}
     if timeframe:
@@ -62,7 +53,7 @@ def runs(
             ),
             params,
         )
-        return Paged([dict(r._mapping) for r in rows], total or 0)
+        return Page([dict(r._mapping) for r in rows], total or 0, offset)
 
 
 def run(run_id: int) -> dict[str, Any]:
@@ -91,7 +82,7 @@ def success_over_time(*, days: int = 14) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in rows]
 
 
-def rejects(*, run_id: int | None = None, limit: int = 50, offset: int = 0) -> Paged:
+def rejects(*, run_id: int | None = None, limit: int = 50, offset: int = 0) -> Page:
     """Rejected rows (raw text as JSON and the reason), newest run first."""
     check_page(limit, offset)
     cond = "j.run_id = :run" if run_id is not None else "true"
@@ -109,7 +100,7 @@ def rejects(*, run_id: int | None = None, limit: int = 50, offset: int = 0) -> P
             ),
             params,
         )
-        return Paged([dict(r._mapping) for r in rows], total or 0)
+        return Page([dict(r._mapping) for r in rows], total or 0, offset)
 
 
 def artifact(path: str | None) -> bytes | None:
@@ -125,106 +116,3 @@ def artifact(path: str | None) -> bytes | None:
         return target.read_bytes()
     except FileNotFoundError:
         return None
-
-
-# -- quarantine -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QuarantinePreview:
-    run_id: int
-    quarantined: bool
-    rows_stored: int
-    # Markets already resolved from this run's snapshot: quarantine does not touch them.
-    resolved_markets: int
-
-
-def quarantine_preview(run_id: int) -> QuarantinePreview:
-    """What quarantining or releasing `run_id` affects, for the confirmation dialog."""
-    with read_session() as s:
-        row = s.execute(
-            text("SELECT quarantined, rows_stored FROM scrape_runs WHERE id = :id"),
-            {"id": run_id},
-        ).first()
-        if row is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, f"no scrape run {run_id}")
-        resolved = s.execute(
-            text(
-                "SELECT count(DISTINCT market_id) FROM resolution_attempts"
-                " WHERE result IN ('RESOLVED_YES', 'RESOLVED_NO')"
-                " AND evidence->>'source' = 'scrape_run' AND evidence->>'run_id' = :id"
-            ),
-            {"id": str(run_id)},
-        ).scalar()
-    return QuarantinePreview(run_id, row.quarantined, row.rows_stored, resolved or 0)
-
-
-@dataclass(frozen=True)
-class QuarantineResult:
-    run_id: int
-    quarantined: bool
-    applied: bool  # False: the run was already in that state, nothing changed
-
-
-def set_quarantine(
-    principal: Principal | None, run_id: int, quarantined: bool, reason: str
-) -> QuarantineResult:
-    """Quarantine (True) or release (False) a scrape run: analysts and above, reason required,
-    one transaction under the run's row lock; audited with the state before and after. Asking
-    for the state the run is already in changes nothing and says so."""
-    action = "quarantine_scrape_run" if quarantined else "release_scrape_run"
-    require(principal, "analyst", action)
-    assert principal is not None
-    reason = reason.strip()
-    if not reason:
-        audit.record(
-            principal,
-            action=action,
-            target_type="scrape_run",
-            target_id=str(run_id),
-            result="REFUSED",
-            detail="no reason given",
-        )
-        raise ServiceError(ErrorCode.REASON_REQUIRED, "give a reason")
-    with transaction() as s:
-        current = s.execute(
-            select(ScrapeRun).where(ScrapeRun.id == run_id).with_for_update()
-        ).scalar_one_or_none()
-        if current is None:
-            raise ServiceError(ErrorCode.NOT_FOUND, f"no scrape run {run_id}")
-        before = _state(current)
-        applied = current.quarantined != quarantined
-        if applied:
-            s.execute(
-                update(ScrapeRun)
-                .where(ScrapeRun.id == run_id)
-                .values(
-                    quarantined=quarantined,
-                    quarantine_reason=reason,
-                    quarantined_by=principal.username,
-                    quarantined_at=dt.datetime.now(dt.UTC),
-                )
-            )
-            s.refresh(current)
-        after = _state(current)
-    audit.record(
-        principal,
-        action=action,
-        target_type="scrape_run",
-        target_id=str(run_id),
-        reason=reason,
-        result="OK",
-        detail=None if applied else f"already {'quarantined' if quarantined else 'released'}",
-        before=before,
-        after=after,
-    )
-    return QuarantineResult(run_id, quarantined, applied)
-
-
-def _state(r: ScrapeRun) -> dict[str, Any]:
-    return {
-        "quarantined": r.quarantined,
-        "quarantine_reason": r.quarantine_reason,
-        "quarantined_by": r.quarantined_by,
-        "quarantined_at": r.quarantined_at.isoformat() if r.quarantined_at else None,
-    }

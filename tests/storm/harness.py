@@ -52,6 +52,7 @@ from services.ops.auth import Principal
 from services.sources import followers, scraper
 from tests.storm import invariants
 from tests.storm.invariants import Result, Window
+from tests.support.factories import market_spec
 
 HOUSE_CAPITAL = Decimal("50000000")
 USERS = 40
@@ -402,7 +403,7 @@ class Storm:
         title = f"storm {kind} w{wave}"
         if rng.random() < 0.1:
             title = f"{rng.choice(HOSTILE)} w{wave}"
-        return MarketSpec(
+        return market_spec(
             type=kind,
             title=title,
             question_key=f"storm:{wave}:{n}:{a_wallet}",

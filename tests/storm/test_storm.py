@@ -28,7 +28,6 @@ from db.engine import transaction
 from services.errors import ErrorCode, ServiceError
 from services.money import bets, users
 from services.money.integrity import check_integrity
-from services.money.markets import MarketSpec, open_market
 from services.ops import audit, auth, operator
 from services.sources.scraper import CHROMIUM_ARGS
 from services.views import markets as market_views
@@ -37,6 +36,7 @@ from standins.xapi_standin import XApiStandin
 from tests.conftest import Standins, running_dashboard
 from tests.storm.harness import HOSTILE, LONG, OPERATOR, VIEWER, Config, Storm
 from tests.storm.invariants import Window
+from tests.support.factories import new_market
 
 SHORT_SECONDS = 75.0
 
@@ -178,23 +178,12 @@ def _plant_hostile_data(db: str) -> dict[str, int]:
     markets: dict[str, int] = {}
     for i, title in enumerate(names):
         with transaction() as s:
-            markets[title] = open_market(
+            markets[title] = new_market(
                 s,
-                MarketSpec(
-                    type="profit_streak",
-                    title=title,
-                    question_key=f"hostile:{i}:{title}",
-                    kol_a_id=kol_ids[i],
-                    kol_b_id=None,
-                    timeframe="daily",
-                    threshold=None,
-                    target_rank=None,
-                    baseline={"a": {"kol_id": kol_ids[i], "note": title}},
-                    opens_at=now - dt.timedelta(minutes=1),
-                    closes_at=now + dt.timedelta(hours=1),
-                    liquidity=Decimal(100),
-                ),
-                actor="storm",
+                title=title,
+                kol_a_id=kol_ids[i],
+                baseline={"a": {"kol_id": kol_ids[i], "note": title}},
+                opens_at=now - dt.timedelta(minutes=1),
             )
         bets.place_bet(
             user_id=user, market_id=markets[title], side="YES", action="BUY", amount=Decimal(5)

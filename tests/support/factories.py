@@ -12,6 +12,7 @@ import itertools
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -75,3 +76,28 @@ def new_market(session: Session, **fields: Any) -> int:
     if "kol_a_id" not in fields:
         fields["kol_a_id"] = new_kol(session)
     return open_market(session, market_spec(**fields), actor="test")
+
+
+def new_named_kol(
+    session: Session, display_name: str, *, wallet: str | None = None, x_handle: str | None = None
+) -> int:
+    """A KOL row with the given name (for tests that search or display it)."""
+    kol_id = new_kol(session, wallet=wallet, x_handle=x_handle)
+    session.execute(
+        text("UPDATE kols SET display_name = :name WHERE id = :id"),
+        {"name": display_name, "id": kol_id},
+    )
+    return kol_id
+
+
+def close_market(
+    db: str, market_id: int, minutes_ago: float, *, open_for: dt.timedelta = dt.timedelta(days=1)
+) -> None:
+    """Move the market so that it closed `minutes_ago` minutes ago, after being open `open_for`
+    (no money moves)."""
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE markets SET closes_at = now() - make_interval(secs => %s),"
+            " opens_at = now() - make_interval(secs => %s) WHERE id = %s",
+            (minutes_ago * 60, minutes_ago * 60 + open_for.total_seconds(), market_id),
+        )

@@ -1,0 +1,98 @@
+"""The row rules of db/rules.py, evaluated by PostgreSQL on real rows, against the rules stated
+directly in Python; and the partial index built from the same rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import psycopg
+import pytest
+from sqlalchemy import literal_column, select, text
+from sqlalchemy.orm import aliased
+
+from db import rules
+from db.engine import read_session, transaction
+from db.models import Market, ScrapeRun
+from services.vocabulary import MarketStatus, ScrapeStatus
+from tests.support.factories import new_market
+
+GRACE = dt.timedelta(minutes=30)
+
+
+def test_usable_run_is_succeeded_read_and_not_quarantined(db: str) -> None:
+    cases = list(itertools.product(ScrapeStatus, (False, True), (False, True)))
+    with transaction() as s:
+        for status, quarantined, read in cases:
+            s.execute(
+                text(
+                    "INSERT INTO scrape_runs (timeframe, trigger, source_url, status,"
+                    " snapshot_at, quarantined, quarantine_reason)"
+                    " VALUES ('daily', 'MANUAL', :url, :status, :at, :q, :why)"
+                ),
+                {
+                    "url": f"{status}/{quarantined}/{read}",
+                    "status": status,
+                    "at": dt.datetime.now(dt.UTC) if read else None,
+                    "q": quarantined,
+                    "why": "bad" if quarantined else None,
+                },
+            )
+    with read_session() as s:
+        usable = set(
+            s.execute(select(ScrapeRun.source_url).where(rules.usable_run(ScrapeRun))).scalars()
+        )
+    expected = {
+        f"{status}/{quarantined}/{read}"
+        for status, quarantined, read in cases
+        if status in (ScrapeStatus.SUCCESS, ScrapeStatus.PARTIAL) and not quarantined and read
+    }
+    assert usable == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "closed_ago", "due", "overdue"),
+    [
+        (MarketStatus.OPEN, -dt.timedelta(minutes=1), False, False),
+        (MarketStatus.OPEN, dt.timedelta(minutes=1), True, False),
+        (MarketStatus.OPEN, GRACE + dt.timedelta(minutes=1), True, True),
+        (MarketStatus.RESOLVED, GRACE + dt.timedelta(minutes=1), False, False),
+        (MarketStatus.CANCELLED, GRACE + dt.timedelta(minutes=1), False, False),
+    ],
+)
+def test_due_and_overdue(
+    db: str, status: MarketStatus, closed_ago: dt.timedelta, due: bool, overdue: bool
+) -> None:
+    with transaction() as s:
+        mid = new_market(s)
+    with psycopg.connect(db) as conn:
+        # Move the close into the past, and set the final state by hand (the CHECKs still hold).
+        conn.execute(
+            "UPDATE markets SET opens_at = now() - interval '2 days', closes_at = now() - %s,"
+            " status = %s, outcome = CASE WHEN %s = 'RESOLVED' THEN 'YES' END,"
+            " cancel_reason = CASE WHEN %s = 'CANCELLED' THEN 'OPERATOR_CANCELLED' END"
+            " WHERE id = %s",
+            (closed_ago, status.value, status.value, status.value, mid),
+        )
+    m = aliased(Market, name="m")
+    with read_session() as s:
+        got = s.execute(select(rules.due(m), rules.overdue(m, GRACE)).where(m.id == mid)).one()
+        # The same rules as SQL text, as the read models use them.
+        as_text = s.execute(
+            text(
+                f"SELECT {rules.sql(rules.due(m))},"
+                f" {rules.sql(rules.overdue(m, literal_column('make_interval(mins => :grace)')))}"
+                " FROM markets m WHERE m.id = :id"
+            ),
+            {"id": mid, "grace": int(GRACE.total_seconds() // 60)},
+        ).one()
+    assert tuple(got) == tuple(as_text) == (due, overdue)
+
+
+def test_the_usable_snapshot_index_is_the_usable_run_rule(db: str) -> None:
+    with psycopg.connect(db) as conn:
+        (definition,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_scrape_runs_usable_snapshot'"
+        ).fetchone() or ("",)
+    assert "snapshot_at IS NOT NULL" in definition and "NOT quarantined" in definition
+    assert "'SUCCESS'" in definition and "'PARTIAL'" in definition

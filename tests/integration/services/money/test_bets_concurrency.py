@@ -1,0 +1,286 @@
+"""Many clients betting on the same markets from the same users at once, threads and processes,
+one market closing mid-run. Afterwards the money must add up exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from config import get_settings
+from db.engine import read_session, transaction
+from services.errors import ErrorCode, ServiceError
+from services.money import users
+from services.money.bets import place_bet
+from services.money.integrity import check_integrity
+from services.money.pricing import SHARE_QUANTUM, Pools, TradeLimits, quote
+from services.vocabulary import Side, TradeAction
+from tests.support.factories import new_kol, new_market
+
+D = Decimal
+LIQUIDITY = D(1000)
+# Refusals a racing client may legitimately meet; anything else is a bug.
+EXPECTED = {
+    ErrorCode.INSUFFICIENT_BALANCE,
+    ErrorCode.INSUFFICIENT_SHARES,
+    ErrorCode.MARKET_CLOSED,
+    ErrorCode.PRICE_LIMIT,
+    ErrorCode.TRADE_TOO_LARGE,
+    ErrorCode.INVALID_AMOUNT,
+}
+OPS_PER_CLIENT = 60
+
+
+@dataclass
+class Tally:
+    accepted: Counter[int] = field(default_factory=Counter)  # per market
+    refused: Counter[tuple[int, str]] = field(default_factory=Counter)
+    unexpected: list[str] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        self.accepted.update(other.accepted)
+        self.refused.update(other.refused)
+        self.unexpected.extend(other.unexpected)
+
+
+def _held(user_id: int, market_id: int, side: str) -> Decimal:
+    with read_session() as s:
+        held = s.execute(
+            text(
+                "SELECT shares FROM positions"
+                " WHERE user_id = :u AND market_id = :m AND side = :side"
+            ),
+            {"u": user_id, "m": market_id, "side": side},
+        ).scalar()
+    return held or D(0)
+
+
+def _client(
+    seed: int,
+    user_ids: list[int],
+    market_ids: list[int],
+    start: Any,
+    stop: Any,
+) -> Tally:
+    """Buy and sell at random until OPS_PER_CLIENT are done and the racing market has closed."""
+    rng = random.Random(seed)
+    tally = Tally()
+    start.wait()
+    done = 0
+    while done < OPS_PER_CLIENT or not stop.is_set():
+        done += 1
+        user, market = rng.choice(user_ids), rng.choice(market_ids)
+        side = rng.choice(["YES", "NO"])
+        if rng.random() < 0.6:
+            action, amount = "BUY", D(rng.randint(100, 4000)).scaleb(-2)
+        else:
+            fraction = D(rng.randint(1, 100)) / 100
+            held = _held(user, market, side)
+            action, amount = "SELL", max((held * fraction).quantize(SHARE_QUANTUM), D(1))
+        try:
+            place_bet(user_id=user, market_id=market, side=side, action=action, amount=amount)
+            tally.accepted[market] += 1
+        except ServiceError as exc:
+            if exc.code in EXPECTED:
+                tally.refused[(market, exc.code.value)] += 1
+            else:
+                tally.unexpected.append(repr(exc))
+        except Exception as exc:  # a deadlock or serialization error reaching the caller
+            tally.unexpected.append(f"{type(exc).__name__}: {exc}")
+    return tally
+
+
+def _run_threads(
+    n: int, seed: int, user_ids: list[int], market_ids: list[int], start: Any, stop: Any
+) -> Tally:
+    results: list[Tally] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        tally = _client(seed * 100 + i, user_ids, market_ids, start, stop)
+        with lock:
+            results.append(tally)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    total = Tally()
+    for r in results:
+        total.add(r)
+    if len(results) != n:
+        total.unexpected.append(f"only {len(results)} of {n} clients finished")
+    return total
+
+
+def _process_main(
+    seed: int, user_ids: list[int], market_ids: list[int], start: Any, stop: Any, out: Any
+) -> None:
+    """One spawned process: reaches the database through DATABASE_URL, runs 4 threads."""
+    tally = _run_threads(4, seed, user_ids, market_ids, start, stop)
+    out.put((dict(tally.accepted), dict(tally.refused), tally.unexpected))
+
+
+# -- set-up and the checks afterwards ------------------------------------------------------------
+
+
+def _setup() -> tuple[list[int], list[int], int]:
+    with transaction() as s:
+        kol = new_kol(s)
+        now = s.execute(text("SELECT now()")).scalar_one()
+        markets = [
+            new_market(
+                s,
+                kol_a_id=kol,
+                opens_at=now - dt.timedelta(minutes=1),
+                closes_at=now + dt.timedelta(hours=1),
+                liquidity=LIQUIDITY,
+            )
+            for _ in range(3)
+        ]
+    # One poor user, so balance checks race too.
+    user_ids = [users.register(f"u{i}", D(5000), actor="test") for i in range(5)]
+    user_ids.append(users.register("poor", D(60), actor="test"))
+    return user_ids, markets, markets[-1]
+
+
+def _close_soon(market_id: int, ms: int) -> None:
+    """Move the racing market's close to a moment away (test set-up, not trading)."""
+    with transaction() as s:
+        s.execute(
+            text("UPDATE markets SET closes_at = now() + make_interval(secs => :s) WHERE id = :m"),
+            {"s": ms / 1000, "m": market_id},
+        )
+
+
+def _check_everything(tally: Tally, user_ids: list[int], markets: list[int], racing: int) -> None:
+    assert tally.unexpected == []
+    assert sum(tally.accepted.values()) >= 200
+    # The race really happened: bets on the closing market both before and after the close.
+    assert tally.accepted[racing] > 0
+    assert tally.refused[(racing, ErrorCode.MARKET_CLOSED.value)] > 0
+    assert not any(m != racing and code == "MARKET_CLOSED" for m, code in tally.refused)
+
+    report = check_integrity()
+    assert report.ok, report.violations
+
+    limits = TradeLimits(fee_rate=get_settings().fee_rate, max_trade_pool_fraction=D("1e9"))
+    with read_session() as s:
+        assert s.execute(text("SELECT count(*) FROM bets")).scalar() == sum(tally.accepted.values())
+        late = s.execute(
+            text(
+                "SELECT count(*) FROM bets b JOIN markets m ON m.id = b.market_id"
+                " WHERE b.created_at >= m.closes_at"
+            )
+        ).scalar()
+        assert late == 0
+        negative = s.execute(
+            text("SELECT count(*) FROM accounts WHERE balance < 0 AND kind = 'USER'")
+        )
+        assert negative.scalar() == 0
+
+        # Pools equal their replay from the bet rows, in the order the market lock granted.
+        for market_id in markets:
+            pools = Pools(LIQUIDITY, LIQUIDITY)
+            rows = s.execute(
+                text(
+                    "SELECT side, action, amount, fee, shares FROM bets"
+                    " WHERE market_id = :m ORDER BY id"
+                ),
+                {"m": market_id},
+            ).all()
+            for side, action, amount, fee, shares in rows:
+                size = amount if action == "BUY" else shares
+                trade = quote(pools, Side(side), TradeAction(action), size, limits)
+                assert (trade.money, trade.fee, trade.shares) == (amount, fee, shares)
+                pools = trade.after
+            stored = s.execute(
+                text("SELECT pool_yes, pool_no FROM markets WHERE id = :m"), {"m": market_id}
+            ).one()
+            assert Pools(*stored) == pools
+
+        # Positions, balances and bet counts agree with the bet rows, user by user.
+        mismatched_positions = s.execute(
+            text(
+                "SELECT p.* FROM positions p LEFT JOIN ("
+                "  SELECT user_id, market_id, side,"
+                "    sum(CASE action WHEN 'BUY' THEN shares ELSE -shares END) AS shares,"
+                "    coalesce(sum(amount) FILTER (WHERE action = 'BUY'), 0) AS paid_in,"
+                "    coalesce(sum(amount) FILTER (WHERE action = 'SELL'), 0) AS received"
+                "  FROM bets GROUP BY 1, 2, 3) b USING (user_id, market_id, side)"
+                " WHERE (p.shares, p.paid_in, p.received) IS DISTINCT FROM"
+                "       (b.shares, b.paid_in, b.received)"
+            )
+        ).all()
+        assert mismatched_positions == []
+        for user_id in user_ids:
+            deposited, spent, received, count, balance, bets_count = s.execute(
+                text(
+                    "SELECT (SELECT sum(e.amount) FROM ledger_entries e"
+                    "        JOIN ledger_transactions t ON t.id = e.transaction_id"
+                    "        JOIN accounts a ON a.id = e.account_id"
+                    "        WHERE a.user_id = :u AND t.kind = 'DEPOSIT'),"
+                    " coalesce((SELECT sum(amount) FROM bets WHERE user_id = :u"
+                    "           AND action = 'BUY'), 0),"
+                    " coalesce((SELECT sum(amount) FROM bets WHERE user_id = :u"
+                    "           AND action = 'SELL'), 0),"
+                    " (SELECT count(*) FROM bets WHERE user_id = :u),"
+                    " (SELECT balance FROM accounts WHERE user_id = :u),"
+                    " (SELECT bets_count FROM users WHERE id = :u)"
+                ),
+                {"u": user_id},
+            ).one()
+            assert balance == deposited - spent + received
+            assert bets_count == count
+
+
+def test_eight_threads_racing_the_close(db: str) -> None:
+    user_ids, markets, racing = _setup()
+    start, stop = threading.Barrier(9), threading.Event()
+    results: list[Tally] = []
+    runner = threading.Thread(
+        target=lambda: results.append(_run_threads(8, 1, user_ids, markets, start, stop))
+    )
+    runner.start()
+    start.wait()
+    _close_soon(racing, 400)
+    time.sleep(0.7)
+    stop.set()
+    runner.join(timeout=120)
+    assert results, "the clients did not finish"
+    _check_everything(results[0], user_ids, markets, racing)
+
+
+@pytest.mark.slow
+def test_two_processes_of_four_threads_racing_the_close(db: str) -> None:
+    user_ids, markets, racing = _setup()
+    ctx = multiprocessing.get_context("spawn")
+    start, stop, out = ctx.Barrier(9), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_process_main, args=(seed, user_ids, markets, start, stop, out))
+        for seed in (7, 8)
+    ]
+    for p in procs:
+        p.start()
+    start.wait(timeout=60)  # every client thread of both processes has started
+    _close_soon(racing, 400)
+    time.sleep(0.7)
+    stop.set()
+    total = Tally()
+    for _ in procs:
+        accepted, refused, unexpected = out.get(timeout=120)
+        total.add(Tally(Counter(accepted), Counter(refused), unexpected))
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    _check_everything(total, user_ids, markets, racing)

@@ -1,0 +1,85 @@
+"""The analyst's action on a scrape run: quarantine and release, previewed, audited, refused
+without a role or a reason; a quarantined run is no longer used."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import text
+
+from db.engine import transaction
+from services.errors import ErrorCode, ServiceError
+from services.ops import audit
+from services.ops import quarantine as quarantine_ops
+from services.ops.auth import Principal
+from services.views import kols as kol_views
+from tests.support.scrape_data import NOW, board, scrape_run
+
+ANALYST = Principal("ana", "analyst")
+VIEWER = Principal("vic", "viewer")
+
+
+def _quarantine_state(run_id: int) -> tuple[bool, str | None, str | None]:
+    with transaction() as s:
+        row = s.execute(
+            text(
+                "SELECT quarantined, quarantine_reason, quarantined_by FROM scrape_runs"
+                " WHERE id = :id"
+            ),
+            {"id": run_id},
+        ).one()
+    return row.quarantined, row.quarantine_reason, row.quarantined_by
+
+
+def test_analyst_quarantines_and_releases_a_run_audited(db: str) -> None:
+    older = scrape_run(db, "daily", NOW - dt.timedelta(hours=2), board(3))
+    newer = scrape_run(db, "daily", NOW - dt.timedelta(hours=1), board(4))
+    assert quarantine_ops.quarantine_preview(newer).rows_stored == 4
+
+    result = quarantine_ops.set_quarantine(ANALYST, newer, True, "  ranks look shifted  ")
+    assert result.applied
+    assert _quarantine_state(newer) == (True, "ranks look shifted", "ana")
+    snap = kol_views.latest_snapshot("daily")
+    assert snap.run is not None and snap.run.id == older  # the quarantined run is not used
+    entry = audit.recent(action="quarantine_scrape_run")[0]
+    assert (entry["username"], entry["result"], entry["target"]) == (
+        "ana",
+        "OK",
+        f"scrape_run:{newer}",
+    )
+    assert entry["reason"] == "ranks look shifted"
+    assert entry["before"]["quarantined"] is False and entry["after"]["quarantined"] is True
+
+    # A second click changes nothing and says so.
+    again = quarantine_ops.set_quarantine(ANALYST, newer, True, "double click")
+    assert not again.applied
+    assert _quarantine_state(newer) == (True, "ranks look shifted", "ana")
+
+    released = quarantine_ops.set_quarantine(Principal("ops", "operator"), newer, False, "checked")
+    assert released.applied and _quarantine_state(newer)[0] is False
+    assert audit.recent(action="release_scrape_run")[0]["after"]["quarantined"] is False
+
+
+def test_quarantine_refusals_change_nothing_and_are_audited(db: str) -> None:
+    run_id = scrape_run(db, "daily", NOW, board(2))
+    with pytest.raises(ServiceError) as err:
+        quarantine_ops.set_quarantine(VIEWER, run_id, True, "I think so")
+    assert err.value.code == ErrorCode.PERMISSION_DENIED
+    refused = audit.recent(action="quarantine_scrape_run")[0]
+    assert (refused["username"], refused["result"]) == ("vic", "REFUSED")
+
+    with pytest.raises(ServiceError) as err:
+        quarantine_ops.set_quarantine(None, run_id, True, "anon")
+    assert err.value.code == ErrorCode.NOT_AUTHENTICATED
+
+    for blank in ("", "   "):
+        with pytest.raises(ServiceError) as err:
+            quarantine_ops.set_quarantine(ANALYST, run_id, True, blank)
+        assert err.value.code == ErrorCode.REASON_REQUIRED
+    assert audit.recent(action="quarantine_scrape_run")[0]["detail"] == "no reason given"
+
+    with pytest.raises(ServiceError) as err:
+        quarantine_ops.set_quarantine(ANALYST, run_id + 999, True, "gone")
+    assert err.value.code == ErrorCode.NOT_FOUND
+    assert _quarantine_state(run_id) == (False, None, None)

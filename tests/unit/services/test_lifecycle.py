@@ -1,0 +1,52 @@
+"""What each market state allows (services.lifecycle), against the table of PRODUCT.md section 5
+written out by hand: every state, every action."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.lifecycle import MarketState, allowed_actions, refusal
+from services.vocabulary import MarketAction, MarketStatus, Side
+
+CANCEL = (MarketAction.CANCEL, None)
+RETRY = (MarketAction.RETRY, None)
+TO_YES = (MarketAction.RESETTLE, Side.YES)
+TO_NO = (MarketAction.RESETTLE, Side.NO)
+
+# (status, outcome, due) -> what an operator may do.
+TABLE = [
+    (MarketStatus.OPEN, None, False, {CANCEL}),
+    (MarketStatus.OPEN, None, True, {CANCEL, RETRY}),
+    (MarketStatus.RESOLVED, Side.YES, True, {CANCEL, TO_NO}),
+    (MarketStatus.RESOLVED, Side.NO, True, {CANCEL, TO_YES}),
+    (MarketStatus.CANCELLED, None, True, {TO_YES, TO_NO}),
+    # A final market's "due" says nothing more: the same actions as above.
+    (MarketStatus.RESOLVED, Side.YES, False, {CANCEL, TO_NO}),
+    (MarketStatus.CANCELLED, None, False, {TO_YES, TO_NO}),
+]
+
+
+@pytest.mark.parametrize(("status", "outcome", "due", "expected"), TABLE)
+def test_allowed_actions_match_the_table(
+    status: MarketStatus, outcome: Side | None, due: bool, expected: set[tuple[object, object]]
+) -> None:
+    assert allowed_actions(MarketState(status, outcome, due)) == expected
+
+
+@pytest.mark.parametrize(("status", "outcome", "due", "expected"), TABLE)
+def test_every_refusal_says_why(
+    status: MarketStatus, outcome: Side | None, due: bool, expected: set[tuple[object, object]]
+) -> None:
+    state = MarketState(status, outcome, due)
+    for action, side in (CANCEL, RETRY, TO_YES, TO_NO):
+        why = refusal(action, state, side)
+        if (action, side) in expected:
+            assert why is None
+        else:
+            assert isinstance(why, str) and why.endswith(".")
+
+
+def test_resettle_without_an_outcome_is_refused() -> None:
+    assert refusal(MarketAction.RESETTLE, MarketState(MarketStatus.CANCELLED)) == (
+        "Re-settle needs an outcome, YES or NO."
+    )
