@@ -106,7 +106,9 @@ class _Failure(Exception):
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class _PageRead:
+    """What one read of the leaderboard page gave, before it is stored."""
+
     rows_found: int
     parsed: list[ParsedRow]
     rejects: list[Reject]
@@ -185,7 +187,7 @@ def scrape_leaderboard(
 # --- the browser ------------------------------------------------------------------------------
 
 
-def _read_leaderboard(url: str, run_id: int, budget_s: float, timings: _Timings) -> _Snapshot:
+def _read_leaderboard(url: str, run_id: int, budget_s: float, timings: _Timings) -> _PageRead:
     """Start a private Playwright and Chromium, read the page, always close both."""
     started = time.perf_counter()
     with sync_playwright() as pw:
@@ -218,7 +220,7 @@ def _remaining_ms(deadline: float) -> float:
 
 def _read_page(
     page: Page, url: str, budget_s: float, started: float, timings: _Timings
-) -> _Snapshot:
+) -> _PageRead:
     """Load the page and its first rows within `budget_s`, scroll to the end, read them once."""
     deadline = time.perf_counter() + budget_s
     try:
@@ -250,7 +252,7 @@ def _read_page(
         raise _Failure(
             ErrorCode.SCRAPE_LAYOUT_CHANGED, problem, rejects=rejects, rows_found=len(raws)
         )
-    return _Snapshot(len(raws), parsed, rejects, snapshot_at)
+    return _PageRead(len(raws), parsed, rejects, snapshot_at)
 
 
 def _scroll_to_end(page: Page, deadline: float, budget_s: float) -> int:
@@ -312,7 +314,7 @@ def _start_run(timeframe: Timeframe, trigger: ScrapeTrigger, url: str) -> int:
     return run_id
 
 
-def _store(s: Session, run_id: int, timeframe: Timeframe, snapshot: _Snapshot) -> ScrapeStatus:
+def _store(s: Session, run_id: int, timeframe: Timeframe, snapshot: _PageRead) -> ScrapeStatus:
     """KOLs, their rows and the rejects, and the run's end: one transaction."""
     status = ScrapeStatus.PARTIAL if snapshot.rejects else ScrapeStatus.SUCCESS
     kol_ids: dict[str, int] = {}

@@ -37,7 +37,7 @@ class RunRef:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class LeaderboardPage:
     """One page of the latest usable run of a timeframe, each row with its change since the
     previous usable run (None when the KOL was not in it)."""
 
@@ -93,7 +93,7 @@ def _latest_runs(s: Session, timeframe: str) -> tuple[RunRef | None, RunRef | No
 
 def latest_snapshot(
     timeframe: str, *, search: str = "", limit: int = 100, offset: int = 0
-) -> Snapshot:
+) -> LeaderboardPage:
     """The latest usable run's rows by rank (optionally only names/wallets/handles matching
     `search`), each with its previous rank and gains' change."""
     _check_timeframe(timeframe)
@@ -101,7 +101,7 @@ def latest_snapshot(
     with read_session() as s:
         run, previous = _latest_runs(s, timeframe)
         if run is None:
-            return Snapshot(None, None, EMPTY)
+            return LeaderboardPage(None, None, EMPTY)
         where = "k.run_id = :run"
         params: dict[str, Any] = {
             "run": run.id,
@@ -127,7 +127,7 @@ def latest_snapshot(
             ),
             params,
         )
-        return Snapshot(run, previous, Page([dict(r._mapping) for r in rows], total, offset))
+        return LeaderboardPage(run, previous, Page([dict(r._mapping) for r in rows], total, offset))
 
 
 def changes(timeframe: str, *, limit: int = 20) -> Changes:
