@@ -321,6 +321,14 @@ class Bet(Base):
         CheckConstraint("amount > 0 AND fee >= 0 AND shares > 0", name="amounts_pos"),
         Index("ix_bets_market_user_side", "market_id", "user_id", "side", "action", "id"),
         Index("ix_bets_user_id", "user_id"),
+        # A caller's key for one bet request: retrying it can never place the bet twice.
+        Index(
+            "uq_bets_user_request_key",
+            "user_id",
+            "request_key",
+            unique=True,
+            postgresql_where=text("request_key IS NOT NULL"),
+        ),
         {"postgresql_with": {"fillfactor": 90}},
     )
 
@@ -337,6 +345,7 @@ class Bet(Base):
     status: Mapped[str] = mapped_column(String(8), server_default=BetStatus.OPEN.value)
     payout: Mapped[Decimal | None] = mapped_column(MONEY)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    request_key: Mapped[str | None] = mapped_column(Text)
 
 
 class Position(Base):
