@@ -55,8 +55,8 @@ def test_fillfactor_and_partial_indexes_are_in_place(database_url: str) -> None:
     assert options == {"bets": ["fillfactor=90"], "positions": ["fillfactor=90"]}
     assert sorted(p for (p,) in partial) == [
         "ix_scrape_runs_usable_snapshot",
-        "uq_bets_user_request_key",
         "uq_accounts_system_kind",
+        "uq_bets_user_request_key",
         "uq_ledger_entries_reverses_entry_id",
         "uq_markets_open_question",
         "uq_settlements_active_market",
