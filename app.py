@@ -38,6 +38,7 @@ def logout() -> None:
 # (section, file, title, icon, url path, least role); the first page is the default.
 PAGES = [
     ("Operations", "pages/overview.py", "Overview", "monitor_heart", "", Role.VIEWER),
+    ("Operations", "pages/incidents.py", "Incidents", "notifications", "incidents", Role.VIEWER),
     ("Operations", "pages/markets.py", "Markets", "storefront", "markets", Role.VIEWER),
     ("Operations", "pages/freshness.py", "Data freshness", "schedule", "freshness", Role.VIEWER),
     ("Operations", "pages/jobs.py", "Jobs", "event_repeat", "jobs", Role.VIEWER),

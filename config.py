@@ -73,6 +73,8 @@ class Settings:
     resolution_grace_minutes: int = 30
     max_scrape_lag_minutes: int = 60
     follower_cache_max_age_minutes: int = 15
+    # The generator opens no market from a leaderboard snapshot older than this.
+    generator_max_snapshot_age_minutes: int = 60
 
     # Money.
     fee_rate: Decimal = Decimal("0.02")
@@ -93,6 +95,26 @@ class Settings:
     # Dashboard.
     dashboard_refresh_s: int = 10
     dashboard_port: int = 8501
+
+    # Alerts, delivery and metrics (issue 18).
+    alert_interval_s: int = 60
+    alert_reminder_minutes: int = 240
+    alert_channels: tuple[str, ...] = field(default=(), repr=False)
+    alert_delivery_attempts: int = 4
+    alert_delivery_backoff_s: float = 5.0
+    alert_delivery_timeout_s: float = 10.0
+    alert_cancelled_window_minutes: int = 30
+    alert_scrape_failures: int = 2
+    alert_scrape_history: int = 10
+    alert_scrape_drop_ratio: Decimal = Decimal("0.5")
+    alert_scrape_jump: Decimal = Decimal("0.2")
+    alert_follower_horizon_minutes: int = 60
+    alert_leader_stale_s: int = 30
+    alert_job_failures: int = 3
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 8610
+    # Where the dashboard is reached, for the links in alert messages.
+    dashboard_url: str = "http://127.0.0.1:8501"
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -131,6 +153,7 @@ def get_settings() -> Settings:
         resolution_grace_minutes=_int("RESOLUTION_GRACE_MINUTES", 30),
         max_scrape_lag_minutes=_int("MAX_SCRAPE_LAG_MINUTES", 60),
         follower_cache_max_age_minutes=_int("FOLLOWER_CACHE_MAX_AGE_MINUTES", 15),
+        generator_max_snapshot_age_minutes=_int("GENERATOR_MAX_SNAPSHOT_AGE_MINUTES", 60),
         fee_rate=fee_rate,
         market_liquidity=_decimal("MARKET_LIQUIDITY", "1000"),
         max_trade_pool_fraction=_decimal("MAX_TRADE_POOL_FRACTION", "0.25"),
@@ -143,4 +166,23 @@ def get_settings() -> Settings:
         job_timeout_s=_int("JOB_TIMEOUT_S", 240),
         dashboard_refresh_s=_int("DASHBOARD_REFRESH_S", 10),
         dashboard_port=_int("DASHBOARD_PORT", 8501),
+        alert_interval_s=_int("ALERT_INTERVAL_S", 60),
+        alert_reminder_minutes=_int("ALERT_REMINDER_MINUTES", 240),
+        alert_channels=tuple(os.environ.get("ALERT_CHANNELS", "").split()),
+        alert_delivery_attempts=max(1, _int("ALERT_DELIVERY_ATTEMPTS", 4)),
+        alert_delivery_backoff_s=float(_decimal("ALERT_DELIVERY_BACKOFF_S", "5")),
+        alert_delivery_timeout_s=float(_decimal("ALERT_DELIVERY_TIMEOUT_S", "10")),
+        alert_cancelled_window_minutes=_int("ALERT_CANCELLED_WINDOW_MINUTES", 30),
+        alert_scrape_failures=_int("ALERT_SCRAPE_FAILURES", 2),
+        alert_scrape_history=_int("ALERT_SCRAPE_HISTORY", 10),
+        alert_scrape_drop_ratio=_decimal("ALERT_SCRAPE_DROP_RATIO", "0.5"),
+        alert_scrape_jump=_decimal("ALERT_SCRAPE_JUMP", "0.2"),
+        alert_follower_horizon_minutes=_int("ALERT_FOLLOWER_HORIZON_MINUTES", 60),
+        alert_leader_stale_s=_int("ALERT_LEADER_STALE_S", 30),
+        alert_job_failures=_int("ALERT_JOB_FAILURES", 3),
+        metrics_host=_str("METRICS_HOST", "127.0.0.1"),
+        metrics_port=_int("METRICS_PORT", 8610),
+        dashboard_url=_str(
+            "DASHBOARD_URL", f"http://127.0.0.1:{_int('DASHBOARD_PORT', 8501)}"
+        ).rstrip("/"),
     )

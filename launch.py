@@ -25,6 +25,7 @@ log = logging.getLogger("kolops.launch")
 
 KOLSCAN_STANDIN_PORT = 8601
 X_API_STANDIN_PORT = 8602
+WEBHOOK_STANDIN_PORT = 8603
 DEMO_X_TOKEN = "demo-standin-token"
 DEMO_PACE = {
     "MARKET_DURATION_FACTOR": "0.003",  # daily markets run ~4 minutes, weekly ~30
@@ -37,6 +38,7 @@ DEMO_PACE = {
     "RESOLUTION_GRACE_MINUTES": "1",
     "MAX_SCRAPE_LAG_MINUTES": "6",
     "FOLLOWER_CACHE_MAX_AGE_MINUTES": "3",
+    "ALERT_INTERVAL_S": "20",
 }
 
 
@@ -111,6 +113,12 @@ def main() -> int:
         env["X_API_BASE_URL"] = f"http://127.0.0.1:{X_API_STANDIN_PORT}"
         env["X_API_BEARER_TOKEN"] = DEMO_X_TOKEN
         log.info("X API stand-in at %s", env["X_API_BASE_URL"])
+    if not settings.alert_channels:
+        # No team channel configured: a local webhook receiver prints the alerts it gets, so the
+        # demo's scheduled outages visibly reach "the team".
+        spawn("-m", "standins.webhook_standin", "--port", str(WEBHOOK_STANDIN_PORT))
+        env["ALERT_CHANNELS"] = f"json://127.0.0.1:{WEBHOOK_STANDIN_PORT}/alerts"
+        log.info("alerts go to the webhook stand-in at %s", env["ALERT_CHANNELS"])
     # Demo data goes through the real services, in a child that sees the final environment.
     subprocess.run([py, "-m", "services.ops.demo"], cwd=PROJECT_ROOT, env=env, check=True)
 
@@ -124,6 +132,8 @@ def main() -> int:
             env["X_API_BASE_URL"],
         )
     spawn("scheduler.py")
+    # Metrics and health (METRICS_PORT), alert delivery, and the watch on the scheduler's leader.
+    spawn("-m", "services.ops.monitor")
     spawn(*dashboard_args(settings.dashboard_port))
     url = f"http://127.0.0.1:{settings.dashboard_port}"
     wait_http(url + "/_stcore/health", timeout_s=60)

@@ -23,12 +23,16 @@ import argparse
 import contextlib
 import datetime as dt
 import logging
+import multiprocessing
 import os
 import signal
 import sys
 import threading
+import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import psycopg
@@ -39,12 +43,13 @@ from apscheduler.triggers.base import BaseTrigger
 from config import get_settings, setup_logging
 from db.engine import libpq_url
 from services.money.integrity import check_integrity
-from services.ops import jobs
+from services.ops import alerting, jobs
 from services.ops.jobs import JobContext
 from services.ops.schedule import schedules
+from services.processes import become_subreaper, kill_tree
 from services.resolution import generator, resolver
 from services.sources import followers, scraper
-from services.vocabulary import ScrapeStatus, ScrapeTrigger, Timeframe
+from services.vocabulary import JobStatus, ScrapeStatus, ScrapeTrigger, Timeframe
 
 log = logging.getLogger("kolops.scheduler")
 
@@ -121,6 +126,7 @@ JOBS: dict[str, Callable[[JobContext], None]] = {
     "generate": generate_job,
     "integrity": integrity_job,
     "reap": reap_job,
+    "alerts": alerting.job,  # services/ops/alerting.py: evaluate the alert rules, queue deliveries
 }
 
 
@@ -132,45 +138,103 @@ def job_specs() -> dict[str, JobSpec]:
     }
 
 
-_running: dict[str, threading.Thread] = {}
+# How long a job's process may take to exit once it has reported, before it is killed.
+_EXIT_S = 10.0
 
 
 def run_job(name: str, *, timeout_s: float | None = None) -> bool:
     """Run one job now, recording its run; True when it succeeded. Never raises: a failing job
     must not stop the scheduler.
 
-    The job runs in a thread of its own and is waited for at most `timeout_s` (JOB_TIMEOUT_S):
-    jobs stop themselves at their deadline, and one that hangs anyway is recorded TIMEOUT and
-    blocks only its own next runs (a Python thread cannot be killed; its transactions keep the
-    database consistent whenever it ends).
+    The job runs in a process of its own (spawned: no threads, locks or connections inherited)
+    and must report by its deadline, `timeout_s` (JOB_TIMEOUT_S). One that does not is killed
+    with everything it started (a browser included) and recorded TIMEOUT, and the markets it had
+    leased are freed: a hung job costs its own run only, never the next one. Its transactions
+    roll back when its connections drop, so the database stays consistent.
     """
     spec = job_specs()[name]
     timeout = timeout_s if timeout_s is not None else get_settings().job_timeout_s
-    previous = _running.get(name)
-    if previous is not None and previous.is_alive():
-        jobs.record_skipped(name, "the previous run is still running past its timeout")
+    started = time.monotonic()
+    deadline = started + timeout
+    try:
+        run_id = jobs.start_run(name)
+    except Exception:
+        log.exception("job=%s could not be recorded; not run", name)
         return False
-    started: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            with jobs.record_job(name, timeout_s=timeout) as ctx:
-                started["ctx"] = ctx
-                spec.run(ctx)
-            started["ok"] = True
-        except Exception:  # recorded and logged by record_job
-            started["ok"] = False
-
-    thread = threading.Thread(target=target, name=f"job-{name}", daemon=True)
-    _running[name] = thread
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        ctx = started.get("ctx")
-        if ctx is not None:
-            jobs.mark_timed_out(ctx.run_id, timeout)
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_job_process, args=(spec.name, run_id, deadline, sender), name=f"job-{name}"
+    )
+    try:
+        child.start()
+        sender.close()
+        outcome = _outcome(receiver, deadline)
+        if outcome is None and child.is_alive():
+            kill_tree(child.pid or 0)
+            child.join()
+            jobs.mark_timed_out(run_id, timeout)
+            released = jobs.release_claims(child.pid or 0)
+            if released:
+                log.warning("job=%s run=%s: freed %d leased markets", name, run_id, released)
+            return False
+        child.join(_EXIT_S)
+        if child.is_alive():
+            kill_tree(child.pid or 0)
+            child.join()
+        if outcome is None:
+            ended = f"the job's process ended (exit code {child.exitcode}) without reporting"
+            outcome = _JobOutcome(False, {}, ended)
+        jobs.finish_run(
+            name,
+            run_id,
+            status=JobStatus.SUCCESS if outcome.ok else JobStatus.FAILED,
+            counts=outcome.counts,
+            error=outcome.error,
+            took_s=time.monotonic() - started,
+        )
+        return outcome.ok
+    except Exception:
+        log.exception("job=%s run=%s: the scheduler could not follow it", name, run_id)
+        if child.pid is not None and child.is_alive():
+            kill_tree(child.pid)
         return False
-    return bool(started.get("ok"))
+    finally:
+        receiver.close()
+
+
+@dataclass(frozen=True)
+class _JobOutcome:
+    ok: bool
+    counts: dict[str, Any]
+    error: str | None
+
+
+def _outcome(receiver: Connection, deadline: float) -> _JobOutcome | None:
+    """The child's report, or None when it gave none by the deadline (or died first)."""
+    try:
+        if receiver.poll(max(0.0, deadline - time.monotonic())):
+            outcome: _JobOutcome = receiver.recv()
+            return outcome
+    except EOFError:
+        pass
+    return None
+
+
+def _job_process(name: str, run_id: int, deadline: float, sender: Connection) -> None:
+    """A job's process: run it, report how it went."""
+    setup_logging()
+    become_subreaper()  # what the job starts stays in its tree, for kill_tree
+    ctx = JobContext(name=name, run_id=run_id, deadline=deadline, counts={})
+    try:
+        JOBS[name](ctx)
+        outcome = _JobOutcome(True, ctx.counts, None)
+    except Exception as exc:
+        log.exception("job=%s run=%s failed", name, run_id)
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+        outcome = _JobOutcome(False, ctx.counts, error)
+    sender.send(outcome)
+    sender.close()
 
 
 class LeaderLock:
@@ -220,7 +284,9 @@ class SchedulerProcess:
 
     def _build(self) -> BackgroundScheduler:
         scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=4)},
+            # A thread per job: each only waits for its job's process, and a job at its deadline
+            # must not hold up another job's start.
+            executors={"default": ThreadPoolExecutor(max_workers=len(JOBS))},
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone=dt.UTC,
         )

@@ -8,7 +8,9 @@ Python's global lock, not the database work).
 Each client is its own user and alternates buying a side and selling back what it bought, on
 markets shared by all clients (so clients queue on the same market row locks, as pgbench's
 clients queue on its one branch row at scale 1). Each level runs for `--seconds` seconds, and
-pgbench runs right after the bets at the same level.
+pgbench runs right after the bets at the same level. At the largest level, the same clients then
+bet again with a request key on every bet (`place_bet(request_key=...)`), compared with the same
+pgbench figure: the price of bets a caller can retry safely.
 
     .venv/bin/python bench/bet_throughput.py [--seconds 10] [--clients 1,4,8]
 """
@@ -73,8 +75,17 @@ def setup(clients: int) -> tuple[list[int], list[int]]:
     return user_ids, markets
 
 
-def client(user_id: int, markets: list[int], seed: int, start: Any, run_s: float, out: Any) -> None:
-    """One client process: warm up, wait for the common start, then bet for `run_s` seconds."""
+def client(
+    user_id: int,
+    markets: list[int],
+    seed: int,
+    start: Any,
+    run_s: float,
+    out: Any,
+    key_prefix: str | None = None,
+) -> None:
+    """One client process: warm up, wait for the common start, then bet for `run_s` seconds
+    (each bet with a request key of its own when `key_prefix` is given)."""
     for _ in range(WARMUP_BETS // 2):  # the connection pool and caches
         bought = place_bet(
             user_id=user_id,
@@ -96,8 +107,16 @@ def client(user_id: int, markets: list[int], seed: int, start: Any, run_s: float
     deadline = time.monotonic() + run_s
     while time.monotonic() < deadline:
         market, side = rng.choice(markets), rng.choice(list(Side))
+        keys = (
+            (None, None) if key_prefix is None else (f"{key_prefix}-{n}", f"{key_prefix}-{n + 1}")
+        )
         bought = place_bet(
-            user_id=user_id, market_id=market, side=side, action=TradeAction.BUY, amount=Decimal(10)
+            user_id=user_id,
+            market_id=market,
+            side=side,
+            action=TradeAction.BUY,
+            amount=Decimal(10),
+            request_key=keys[0],
         )
         place_bet(
             user_id=user_id,
@@ -105,16 +124,22 @@ def client(user_id: int, markets: list[int], seed: int, start: Any, run_s: float
             side=side,
             action=TradeAction.SELL,
             amount=bought.shares,
+            request_key=keys[1],
         )
         n += 2
     out.put(n)
 
 
-def bets_per_second(n_clients: int, user_ids: list[int], markets: list[int], run_s: float) -> float:
+def bets_per_second(
+    n_clients: int, user_ids: list[int], markets: list[int], run_s: float, keyed: bool = False
+) -> float:
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=client, args=(user_ids[i], markets, i, start, run_s, out))
+        ctx.Process(
+            target=client,
+            args=(user_ids[i], markets, i, start, run_s, out, f"c{n_clients}" if keyed else None),
+        )
         for i in range(n_clients)
     ]
     for p in procs:
@@ -198,6 +223,8 @@ def main() -> None:
     for n in clients:  # each ratio's two sides measured back to back, under the same conditions
         bets[n] = bets_per_second(n, user_ids, markets, run_s)
         tps[n] = pgbench_tps(pg_args, n, run_s)
+    top = max(clients)
+    keyed = bets_per_second(top, user_ids, markets, run_s, keyed=True)  # right after pgbench
     integrity = check_integrity()  # fast and wrong would not count
     if not integrity.ok:
         raise RuntimeError(f"integrity broken after the bets: {integrity}")
@@ -207,13 +234,21 @@ def main() -> None:
             f"{bets[n]:8.1f} bets/s   pgbench {tps[n]:8.1f} tps   ratio {bets[n] / tps[n]:.2f}",
         )
         for n in clients
-    ] + [("integrity after", "clean")]
+    ] + [
+        (
+            f"{top} keyed",
+            f"{keyed:8.1f} bets/s   pgbench {tps[top]:8.1f} tps   ratio {keyed / tps[top]:.2f}"
+            "   (a request key on every bet)",
+        ),
+        ("integrity after", "clean"),
+    ]
     _common.report(
         f"Bet placement vs pgbench TPC-B (scale 1): {MARKETS} shared markets, {run_s:g} s a run",
         rows,
         {f"bets_per_s_{n}": bets[n] for n in clients}
         | {f"pgbench_tps_{n}": tps[n] for n in clients}
-        | {f"ratio_{n}": bets[n] / tps[n] for n in clients},
+        | {f"ratio_{n}": bets[n] / tps[n] for n in clients}
+        | {f"bets_per_s_keyed_{top}": keyed, f"ratio_keyed_{top}": keyed / tps[top]},
     )
 
 

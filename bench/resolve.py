@@ -31,7 +31,7 @@ from services.money import ledger
 from services.money.integrity import check_integrity
 from services.resolution import generator, outcomes, resolver
 from services.sources import followers, scraper
-from services.vocabulary import AccountKind, LedgerKind
+from services.vocabulary import AccountKind, LedgerKind, Timeframe
 from standins.kolscan_standin import KolscanStandin
 from standins.xapi_standin import XApiStandin
 
@@ -122,12 +122,15 @@ def _definitions(n: int, now: dt.datetime) -> list[dict[str, Any]]:
     """`n` valid market rows cycling through the twelve types over the scraped KOLs."""
     rows: list[dict[str, Any]] = []
     snapshots = {}
-    for tf in ("daily", "weekly"):
+    for tf in (Timeframe.DAILY, Timeframe.WEEKLY):
         latest = generator._latest_run(tf)
         assert latest is not None, f"no {tf} scrape"
         snapshots[tf] = latest
     with transaction() as s:
-        cache = dict(s.execute(text("SELECT handle, followers FROM follower_cache")).all())
+        cache = {
+            r.handle: r
+            for r in s.execute(text("SELECT handle, followers, x_user_id FROM follower_cache"))
+        }
     types = sorted(outcomes.ALL_TYPES)
     for i in range(n):
         type_ = types[i % len(types)]
@@ -140,7 +143,15 @@ def _definitions(n: int, now: dt.datetime) -> list[dict[str, Any]]:
         closes_at = snapshot_at - dt.timedelta(seconds=1)
         if type_ == "follower_growth":
             a = next(k for k in kols[i % len(kols) :] + kols if k.x_handle)
-            baseline = {"a": {"followers": cache[(a.x_handle or "").lower()] - 50}}
+            cached = cache[(a.x_handle or "").lower()]
+            # Pinned to the account counted, as the generator pins it.
+            baseline = {
+                "a": {
+                    "followers": cached.followers - 50,
+                    "x_user_id": cached.x_user_id,
+                    "x_handle": cached.handle,
+                }
+            }
             threshold, tf, closes_at = Decimal(10 + i % 90), None, now - dt.timedelta(minutes=1)
         elif type_ in ("top_rank_maintain", "rank_improvement"):
             target = 1 + i % 20

@@ -34,8 +34,13 @@ from services.vocabulary import (
     NON_NEGATIVE_ACCOUNTS,
     SYSTEM_ACCOUNTS,
     AccountKind,
+    AlertEvent,
+    AlertRule,
+    AlertState,
     AttemptResult,
     BetStatus,
+    DeliveryStatus,
+    IncidentState,
     JobStatus,
     LedgerKind,
     MarketStatus,
@@ -44,6 +49,7 @@ from services.vocabulary import (
     ScrapeStatus,
     ScrapeTrigger,
     SettlementKind,
+    Severity,
     Side,
     Timeframe,
     TradeAction,
@@ -346,6 +352,7 @@ class Bet(Base):
     payout: Mapped[Decimal | None] = mapped_column(MONEY)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     request_key: Mapped[str | None] = mapped_column(Text)
+    max_slippage: Mapped[Decimal | None] = mapped_column(Numeric())
 
 
 class Position(Base):
@@ -527,3 +534,150 @@ class DashboardAccount(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_login_at: Mapped[dt.datetime | None]
+
+
+# -- alerts, deliveries and incidents (migration 0008) --------------------------------------------
+
+
+class Alert(Base):
+    """One condition of one rule from the evaluation that saw it start to the one that saw it
+    end. At most one FIRING alert per (rule, key); `key` names the subject ('daily', a job)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_in("rule", AlertRule), name="rule"),
+        CheckConstraint(_in("severity", Severity), name="severity"),
+        CheckConstraint(_in("state", AlertState), name="state"),
+        CheckConstraint(
+            f"(state = '{AlertState.RESOLVED}') = (resolved_at IS NOT NULL)",
+            name="resolved_iff_at",
+        ),
+        Index(
+            "uq_alerts_firing_rule_key",
+            "rule",
+            "key",
+            unique=True,
+            postgresql_where=text(f"state = '{AlertState.FIRING}'"),
+        ),
+        Index("ix_alerts_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(128), server_default="")
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), server_default=AlertState.FIRING.value)
+    summary: Mapped[str] = mapped_column(Text)
+    # What it is about: {"markets": [ids], "runs": [ids], "jobs": [names], "endpoints": [...]}.
+    subjects: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    resolved_at: Mapped[dt.datetime | None]
+    # When channels were last told it fires (FIRING or REMINDER); NULL while muted from the start.
+    notified_at: Mapped[dt.datetime | None]
+
+
+class AlertEventRow(Base):
+    """Something that happened to an alert; a non-muted one is queued to every channel."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (
+        CheckConstraint(_in("kind", AlertEvent), name="kind"),
+        Index("ix_alert_events_alert_id", "alert_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    muted: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class AlertDelivery(Base):
+    """One event's message to one channel, and its attempts."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("status", DeliveryStatus), name="status"),
+        Index("ix_alert_deliveries_event_id", "event_id"),
+        Index(
+            "ix_alert_deliveries_pending",
+            "next_attempt_at",
+            postgresql_where=text(f"status = '{DeliveryStatus.PENDING}'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("alert_events.id"))
+    # The channel's URL with its secrets masked (apprise's privacy form).
+    channel: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default=DeliveryStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[dt.datetime | None]
+
+
+class AlertEvaluation(Base):
+    """One evaluation of every rule: what held, and what changed."""
+
+    __tablename__ = "alert_evaluations"
+    __table_args__ = (Index("ix_alert_evaluations_started_at", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[dt.datetime | None]
+    evaluator: Mapped[str] = mapped_column(String(255))
+    # "rule:key" of every condition that held, and the counts of what changed.
+    conditions: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertMute(Base):
+    """A window during which a rule's alerts still open incidents but send nothing."""
+
+    __tablename__ = "alert_mutes"
+    __table_args__ = (
+        CheckConstraint(_in("rule", AlertRule), name="rule"),
+        CheckConstraint("ends_at > starts_at", name="ends_after_starts"),
+        Index("ix_alert_mutes_rule_ends", "rule", "ends_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    starts_at: Mapped[dt.datetime]
+    ends_at: Mapped[dt.datetime]
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+
+
+class Incident(Base):
+    """A firing alert in the inbox: acknowledged, assigned, and closed when the alert resolves."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        CheckConstraint(_in("state", IncidentState), name="state"),
+        CheckConstraint(
+            f"(state = '{IncidentState.CLOSED}') = (closed_at IS NOT NULL)", name="closed_iff_at"
+        ),
+        CheckConstraint(
+            f"state <> '{IncidentState.ACKNOWLEDGED}' OR acknowledged_at IS NOT NULL",
+            name="acknowledged_has_at",
+        ),
+        Index("ix_incidents_state_opened", "state", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), unique=True)
+    state: Mapped[str] = mapped_column(String(16), server_default=IncidentState.OPEN.value)
+    opened_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    closed_at: Mapped[dt.datetime | None]
+    assignee: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[dt.datetime | None]
+    ack_comment: Mapped[str | None] = mapped_column(Text)

@@ -76,6 +76,12 @@ def follower_count_usable(
     )
 
 
+def pinned_x_user_id(market: Any) -> ColumnElement[str]:
+    """The X account a follower market was opened on: its baseline's pin (written by the
+    generator, read in Python by `outcomes.pinned_account`); NULL when the market has none."""
+    return market.baseline["a"]["x_user_id"].astext
+
+
 def sql(condition: ColumnElement[Any]) -> str:
     """A rule as SQL text, for the read models written as SQL: constants inlined, parameters
     left as the `:name` placeholders they were given."""

@@ -27,6 +27,10 @@ for col, a in zip(st.columns(3), scrape_ages(), strict=True):
         col.metric(f"Last good {a.timeframe}", age(now, a.last_good_at))
         if a.stale:
             st.warning("Too old for a market closing now")
+        if a.too_old_to_generate:
+            st.warning(
+                f"Too old to open markets from: the generator opens no {a.timeframe} markets"
+            )
         st.caption(
             f"Last run {a.last_status or 'none'} {age(now, a.last_started_at)}"
             + (f" ({a.last_error_code})" if a.last_error_code else "")

@@ -13,6 +13,7 @@ from pages.ui import age, market_badge
 from services.ops.jobs import scheduler_state
 from services.views import markets as market_views
 from services.views.health import market_health
+from services.views.incidents import open_count as open_incidents
 from services.vocabulary import JobStatus, MarketStatus, Side
 
 REFRESH = dt.timedelta(seconds=get_settings().dashboard_refresh_s)
@@ -37,6 +38,9 @@ def health_panel() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("System")
+        incidents_open = open_incidents()
+        (st.error if incidents_open else st.success)(f"Open incidents: {incidents_open}")
+        st.page_link("pages/incidents.py", label="Incident inbox", icon=":material/inbox:")
         if sched.leader_age_s is None:
             st.error("Scheduler: no leader is running")
         elif sched.leader_age_s > 30:

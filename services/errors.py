@@ -68,6 +68,8 @@ class ErrorCode(StrEnum):
     NEGATIVE_BALANCE = "NEGATIVE_BALANCE"
     INVALID_MARKET = "INVALID_MARKET"
     DUPLICATE_MARKET = "DUPLICATE_MARKET"
+    # A bet's request key already names a bet placed with other parameters.
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 
     # Dashboard.
     NOT_AUTHENTICATED = "NOT_AUTHENTICATED"

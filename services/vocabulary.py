@@ -173,6 +173,66 @@ class Result(StrEnum):
     FAILED = "FAILED"
 
 
+class AlertRule(StrEnum):
+    """What the alert evaluation watches (`services/ops/alert_rules.py` decides each one)."""
+
+    MARKETS_CANCELLED = "markets_cancelled"
+    MARKETS_OVERDUE = "markets_overdue"
+    MARKETS_NEED_ATTENTION = "markets_need_attention"
+    SCRAPE_FAILING = "scrape_failing"
+    SCRAPE_ROWS_DROPPED = "scrape_rows_dropped"
+    SCRAPE_REJECTS_JUMPED = "scrape_rejects_jumped"
+    SCRAPE_HANDLES_MISSING = "scrape_handles_missing"
+    SCRAPE_STALE = "scrape_stale"
+    X_API_FAILING = "x_api_failing"
+    X_API_BUDGET_EXHAUSTED = "x_api_budget_exhausted"
+    FOLLOWER_COUNTS_MISSING = "follower_counts_missing"
+    LEADER_MISSING = "leader_missing"
+    JOB_FAILING = "job_failing"
+    INTEGRITY_VIOLATION = "integrity_violation"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+
+
+class AlertState(StrEnum):
+    """An alert (one condition of one rule, from its start to its end)."""
+
+    FIRING = "FIRING"
+    RESOLVED = "RESOLVED"
+
+
+class AlertEvent(StrEnum):
+    """What happened to an alert; FIRING, REMINDER and RESOLVED are what channels are told."""
+
+    FIRING = "FIRING"
+    REMINDER = "REMINDER"
+    RESOLVED = "RESOLVED"
+
+
+class IncidentState(StrEnum):
+    """An incident in the inbox: one firing alert, as people handle it."""
+
+    OPEN = "OPEN"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    CLOSED = "CLOSED"
+
+
+# Incidents still waiting for their condition to end.
+ACTIVE_INCIDENTS = (IncidentState.OPEN, IncidentState.ACKNOWLEDGED)
+
+
+class DeliveryStatus(StrEnum):
+    """One message to one channel: PENDING (queued or waiting to retry), SENT, or FAILED (every
+    attempt failed)."""
+
+    PENDING = "PENDING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+
+
 def sql_in(column: str, values: type[StrEnum] | tuple[StrEnum, ...]) -> str:
     """`column IN ('a', 'b')` for a CHECK constraint or a WHERE clause, from enum members."""
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"

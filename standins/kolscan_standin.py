@@ -9,7 +9,8 @@ a test can still ask for exactly what a given bucket shows (`leaderboard`, `expe
 Variants, switched with `set_variant()` or `POST /__standin__/variant {"variant": ...}`:
 normal, big (500+ rows, synthetic KOLs beyond the roster), odd (unicode minus, K/M, missing
 handle, 0/0 record, one unreadable row), layout_changed, empty, slow (rows arrive after two
-minutes), error (HTTP 500).
+minutes), error (HTTP 500), busy (the first rows arrive, then the page's script busy-loops
+forever: the page never answers the browser again).
 
 Run it: `python -m standins.kolscan_standin --port 8601`.
 """
@@ -32,7 +33,10 @@ from urllib.parse import parse_qs, urlsplit
 from services.vocabulary import Timeframe
 from standins.roster import RosterKol, roster, wallet_for
 
-VARIANTS = ("normal", "big", "odd", "layout_changed", "empty", "slow", "error")
+VARIANTS = ("normal", "big", "odd", "layout_changed", "empty", "slow", "error", "busy")
+# How long after its first rows the `busy` page stops yielding: long enough for a scraper to see
+# the rows (so it goes on to scroll and read them), short enough to catch it doing so.
+BUSY_AFTER_MS = 200
 # The site names a board by its `?timeframe=` parameter.
 _BY_PARAM = {tf.kolscan_param: tf for tf in Timeframe}
 BIG_ROWS = 600
@@ -277,6 +281,7 @@ setTimeout(() => {
   }
   renderBatch();
   addEventListener("scroll", maybeMore);
+  if (DATA.busyAfterMs !== null) setTimeout(() => { for (;;) {} }, DATA.busyAfterMs);
 }, DATA.firstMs);
 </script>
 </body></html>
@@ -370,6 +375,7 @@ class KolscanStandin:
             "firstMs": self.slow_ms if variant == "slow" else self.first_ms,
             "batchMs": self.batch_ms,
             "batchSize": self.batch_size,
+            "busyAfterMs": BUSY_AFTER_MS if variant == "busy" else None,
             "rows": [
                 {"w": r.wallet, "n": r.name, "x": list(r.x_hrefs), "rec": r.record}
                 | {"sol": r.sol, "usd": r.usd}

@@ -1,11 +1,13 @@
 """A STAND-IN for the X API v2 user lookup. Not X: a local HTTP server for tests and the demo.
 
-It serves `GET /2/users/by/username/{username}` and `GET /2/users/by?usernames=...` on 127.0.0.1
-with X's JSON shapes and `x-rate-limit-*` headers, checks the bearer token (401 when wrong), keeps
-a real request budget per endpoint and window (429 once spent), and refuses more than 100 usernames
-per batch as X does. The users are the shared roster's handles (`standins.roster`); their follower
-counts are a pure function of the handle and a time bucket (`followers_at`): mostly growing, with
-a per-bucket wobble, and for some handles a falling trend, so follower markets resolve both ways.
+It serves `GET /2/users/by/username/{username}`, `GET /2/users/by?usernames=...` and
+`GET /2/users?ids=...` on 127.0.0.1 with X's JSON shapes and `x-rate-limit-*` headers, checks the
+bearer token (401 when wrong), keeps a real request budget per endpoint and window (429 once
+spent), and refuses more than 100 usernames or ids per batch as X does. The users are the shared
+roster's handles (`standins.roster`), each with an id that is a pure function of its handle
+(`user_id`); their follower counts are a pure function of the handle and a time bucket
+(`followers_at`): mostly growing, with a per-bucket wobble, and for some handles a falling trend,
+so follower markets resolve both ways.
 
 Faults can be switched on for the next N API requests (for the per-handle kinds: the next N
 lookups of their handles) or until cleared, from Python
@@ -18,6 +20,8 @@ lookups of their handles) or until cleared, from Python
 - `missing_fields`: HTTP 200, users without `public_metrics`.
 - `not_found`, `suspended`: HTTP 200 with an `errors` array entry for the named `handles` (all
   handles of the request when none are named), as X reports them.
+
+Faults name handles; on the by-id endpoint they apply to the ids of those handles.
 
 `POST /__standin__/clear` removes every fault, `POST /__standin__/followers` pins a handle's
 count (`{"handle": ..., "followers": N}`), `GET /__standin__/requests` returns the API requests
@@ -47,6 +51,7 @@ log = logging.getLogger(__name__)
 EPOCH = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 SINGLE = "GET /2/users/by/username/:username"
 BATCH = "GET /2/users/by"
+IDS = "GET /2/users"
 REQUEST_FAULTS = ("error_500", "timeout", "rate_limit", "unauthorized", "malformed")
 HANDLE_FAULTS = ("not_found", "suspended", "missing_fields")
 _PROBLEMS = "https://api.twitter.com/2/problems"
@@ -88,8 +93,9 @@ class Fault:
 class RequestRecord:
     at: float  # epoch seconds when received
     endpoint: str
-    usernames: tuple[str, ...]
+    usernames: tuple[str, ...]  # by id: the handles of the ids asked (an unknown id as is)
     authorized: bool
+    ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -102,6 +108,7 @@ class _Window:
 class _State:
     token: str
     users: dict[str, str]  # lower-cased handle -> username as X spells it
+    ids: dict[str, str]  # user id -> lower-cased handle
     limit: int
     window_s: int
     bucket_s: int
@@ -141,18 +148,19 @@ def _limit_headers(limit: int, remaining: int, reset: int) -> dict[str, str]:
     }
 
 
-def _error_entry(handle: str, kind: str) -> dict[str, Any]:
+def _error_entry(value: str, kind: str, parameter: str = "username") -> dict[str, Any]:
+    """X's `errors` entry about the user asked for as `value` (a username, or an id)."""
     if kind == "suspended":
-        detail, title = f"User has been suspended: [{handle}].", "Forbidden"
+        detail, title = f"User has been suspended: [{value}].", "Forbidden"
     else:
-        detail, title = f"Could not find user with username: [{handle}].", "Not Found Error"
+        detail, title = f"Could not find user with {parameter}: [{value}].", "Not Found Error"
     return {
-        "value": handle,
+        "value": value,
         "detail": detail,
         "title": title,
         "resource_type": "user",
-        "parameter": "username",
-        "resource_id": handle,
+        "parameter": parameter,
+        "resource_id": value,
         "type": f"{_PROBLEMS}/resource-not-found",
     }
 
@@ -223,29 +231,37 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"count": len(records), "requests": [asdict(r) for r in records]})
             return
         if url.path.startswith("/2/users/by/username/"):
-            endpoint, usernames = SINGLE, [url.path.rsplit("/", 1)[1]]
+            endpoint, names = SINGLE, [url.path.rsplit("/", 1)[1]]
         elif url.path == "/2/users/by":
             endpoint = BATCH
-            usernames = [u for v in query.get("usernames", []) for u in v.split(",") if u]
+            names = [u for v in query.get("usernames", []) for u in v.split(",") if u]
+        elif url.path == "/2/users":
+            endpoint = IDS
+            names = [i for v in query.get("ids", []) for i in v.split(",") if i]
         else:
             self._send(404, {"title": "Not Found Error", "type": "about:blank", "status": 404})
             return
-        self._api(endpoint, usernames)
+        self._api(endpoint, names)
 
-    def _api(self, endpoint: str, usernames: list[str]) -> None:
+    def _api(self, endpoint: str, names: list[str]) -> None:
+        """Answer a lookup of `names`: usernames, or user ids on the by-id endpoint."""
         state = self.server.state
         authorized = self.headers.get("authorization") == f"Bearer {state.token}"
         now = time.time()
+        by_id = endpoint == IDS
         with state.lock:
-            state.log.append(RequestRecord(now, endpoint, tuple(usernames), authorized))
+            # Faults name handles: an id stands for the handle it belongs to.
+            keys = [state.ids.get(n, n) if by_id else n.lower() for n in names]
+            usernames, ids = (tuple(keys), tuple(names)) if by_id else (tuple(names), ())
+            state.log.append(RequestRecord(now, endpoint, usernames, authorized, ids))
             if not authorized:
                 fault: Fault | None = Fault("unauthorized", None)
             else:
-                fault = state.take_fault(REQUEST_FAULTS, (u.lower() for u in usernames))
+                fault = state.take_fault(REQUEST_FAULTS, keys)
         if fault is not None:
             self._fault(fault, now)
             return
-        if not usernames or len(usernames) > 100:
+        if not names or len(names) > 100:
             self._send(
                 400,
                 {
@@ -260,8 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             allowed, headers = state.spend(endpoint, now)
             if allowed:
-                for name in usernames:
-                    entry = self._user(name, now)
+                for name in names:
+                    entry = self._user_by_id(name, now) if by_id else self._user(name, now)
                     (data if "id" in entry else errors).append(entry)
         if not allowed:
             self._send(429, {"title": "Too Many Requests", "status": 429}, headers)
@@ -272,15 +288,24 @@ class _Handler(BaseHTTPRequestHandler):
             body = {k: v for k, v in (("data", data), ("errors", errors)) if v}
         self._send(200, body, headers)
 
-    def _user(self, name: str, now: float) -> dict[str, Any]:
-        """One user object or error entry; the caller holds the state lock."""
+    def _user_by_id(self, asked: str, now: float) -> dict[str, Any]:
+        """The user with the id `asked`, or X's error entry about that id."""
+        handle = self.server.state.ids.get(asked)
+        if handle is None:
+            return _error_entry(asked, "not_found", "ids")
+        return self._user(handle, now, (asked, "ids"))
+
+    def _user(self, name: str, now: float, asked: tuple[str, str] | None = None) -> dict[str, Any]:
+        """One user object or error entry; the caller holds the state lock. `asked` is the
+        value and parameter an error entry names (default: the username)."""
         state = self.server.state
         key = name.lower()
+        value, parameter = asked or (name, "username")
         fault = state.take_fault(HANDLE_FAULTS, [key])
         if key not in state.users or (fault and fault.kind == "not_found"):
-            return _error_entry(name, "not_found")
+            return _error_entry(value, "not_found", parameter)
         if fault and fault.kind == "suspended":
-            return _error_entry(name, "suspended")
+            return _error_entry(value, "suspended", parameter)
         username = state.users[key]
         user: dict[str, Any] = {"id": user_id(key), "name": username.title(), "username": username}
         if not (fault and fault.kind == "missing_fields"):
@@ -337,6 +362,7 @@ class XApiStandin:
         self._server.state = _State(
             token=token,
             users={n.lower(): n for n in names},
+            ids={user_id(n): n.lower() for n in names},
             limit=rate_limit,
             window_s=window_s,
             bucket_s=bucket_s,

@@ -17,6 +17,21 @@ Row semantics other services rely on (settlement, refunds):
   fees included; received: money received from selling that side.
 - bets.created_at is the transaction's now(), the same instant the close-time check used, so no
   bet carries a time at or after its market's closes_at.
+- bets.request_key: the caller's key for this request, unique per user (NULL when none was
+  given); bets.max_slippage: the slippage limit the caller set (NULL: none).
+
+Request keys. A caller that may retry (its connection broke while committing, so it cannot tell
+whether the bet was placed) passes `request_key`. The key is looked up in the first batch, after
+the user's row lock, which every bet of that user holds until it commits: so the lookup sees any
+bet of this user placed with the key, even one that committed while this one waited. A key
+already used returns the original bet's receipt, rebuilt from its row, when the parameters are
+the same: same market, side and action, the same amount (BUY: the money paid; SELL: the shares
+sold; compared as numbers, so 10 and 10.00 are the same) and the same slippage limit (none, or the
+same number). Anything else is refused with IDEMPOTENCY_KEY_REUSED. Either way nothing is written,
+and neither the market's state nor the balance is checked again: the original was placed when it
+was placed. The unique index on (user_id, request_key) is the last word: a duplicate that got past
+the lookup fails the bet's INSERT, which rolls the whole transaction back, and placement runs again
+to find the original.
 """
 
 from __future__ import annotations
@@ -32,13 +47,16 @@ from config import get_settings
 from db.engine import pipelined, retrying
 from db.models import MONEY_SCALE
 from services.errors import ErrorCode, ServiceError
+from services.inputs import free_text
 from services.money import ledger, pricing
 from services.money.ledger import Posting
 from services.money.pricing import Pools, Trade, TradeLimits
 from services.vocabulary import AccountKind, LedgerKind, MarketStatus, Side, TradeAction
 
 BUY_DECIMALS = 2  # users pay whole cents
+REQUEST_KEY_MAX_LEN = 128  # a UUID is 36
 _MAX_ID = 2**63 - 1
+_REQUEST_KEY_INDEX = "uq_bets_user_request_key"
 
 
 class BetError(ServiceError):
@@ -65,15 +83,22 @@ def place_bet(
     action: str,
     amount: Decimal,
     max_slippage: Decimal | None = None,
+    request_key: str | None = None,
     actor: str = "user",
 ) -> BetReceipt:
     """Place one bet. BUY: `amount` is the money paid, fee included (at most 2 decimals).
     SELL: `amount` is the number of shares to sell (at most 6 decimals).
 
+    `request_key` (optional, at most REQUEST_KEY_MAX_LEN characters, surrounding blanks not part
+    of it) names this request among the user's: placing it again with the same key and the same
+    parameters returns the original receipt and places nothing; with other parameters it raises
+    IDEMPOTENCY_KEY_REUSED (see the module's docstring).
+
     Raises ServiceError (BetError, PricingError, LedgerError) with an ErrorCode; then nothing
     was written. Deadlocks, serialization failures and connections lost before COMMIT are retried
     here; a connection lost while committing raises psycopg.OperationalError, and then the bet
-    may or may not have been placed.
+    may or may not have been placed: with a request key, placing it again with the same key is
+    safe (it returns the original, or places it once); without one, it may place it twice.
     """
     side_ = pricing.parse_side(side)
     action_ = pricing.parse_action(action)
@@ -91,17 +116,63 @@ def place_bet(
         raise BetError(ErrorCode.UNKNOWN_USER, f"user {user_id!r} does not exist")
     if not _is_id(market_id):
         raise BetError(ErrorCode.UNKNOWN_MARKET, f"market {market_id!r} does not exist")
+    if request_key is not None:
+        request_key = free_text(request_key, what="request key", max_len=REQUEST_KEY_MAX_LEN)
+    request = _Request(user_id, market_id, side_, action_, amount, limits, request_key, actor)
 
-    try:
-        return retrying(
-            lambda conn: _place(conn, user_id, market_id, side_, action_, amount, limits, actor),
-            unit=pipelined,
-            what="place_bet",
-        )
-    except psycopg.IntegrityError as exc:  # the database's last word on the ledger post
-        if (refused := ledger.refusal(exc)) is None:
+    for attempt in (1, 2):
+        try:
+            return retrying(lambda conn: _place(conn, request), unit=pipelined, what="place_bet")
+        except _Replay as replay:  # the key's original bet: nothing was written
+            return replay.receipt
+        except psycopg.IntegrityError as exc:  # the database's last word on the writes
+            if _names_the_request_key(exc) and attempt == 1:
+                continue  # placed by another call since the lookup: the next one finds it
+            if (refused := ledger.refusal(exc)) is None:
+                raise
+            raise refused from None
+        except psycopg.OperationalError as exc:
+            exc.add_note(_COMMIT_LOST if request_key is None else _COMMIT_LOST_KEYED)
             raise
-        raise refused from None
+    raise AssertionError("unreachable")
+
+
+_COMMIT_LOST = (
+    "place_bet: if the connection was lost while committing, the bet may or may not have been"
+    " placed; placing it again without a request_key may place it twice."
+)
+_COMMIT_LOST_KEYED = (
+    "place_bet: if the connection was lost while committing, the bet may or may not have been"
+    " placed; place it again with the same request_key: that returns the original receipt, or"
+    " places it once."
+)
+
+
+@dataclass(frozen=True)
+class _Request:
+    user_id: int
+    market_id: int
+    side: Side
+    action: TradeAction
+    amount: Decimal
+    limits: TradeLimits
+    key: str | None
+    actor: str
+
+
+class _Replay(Exception):
+    """Raised inside the transaction (so it rolls back) to return the key's original receipt."""
+
+    def __init__(self, receipt: BetReceipt) -> None:
+        super().__init__(receipt.bet_id)
+        self.receipt = receipt
+
+
+def _names_the_request_key(exc: psycopg.IntegrityError) -> bool:
+    return (
+        isinstance(exc, psycopg.errors.UniqueViolation)
+        and exc.diag.constraint_name == _REQUEST_KEY_INDEX
+    )
 
 
 def _is_id(value: object) -> bool:
@@ -130,6 +201,14 @@ _LOCK_USER = (
     " WHERE u.id = %(user_id)s FOR UPDATE OF u, a"
 )
 
+# Keyed bets only, queued after the user lock: a statement of its own, so its snapshot is taken
+# once every other bet of the user (the key's original included) has committed or rolled back.
+_FIND_KEYED = (
+    "SELECT b.id, b.market_id, b.side, b.action, b.amount, b.fee, b.shares,"
+    " b.price_before, b.price_after, b.max_slippage"
+    " FROM bets b WHERE b.user_id = %(user_id)s AND b.request_key = %(request_key)s"
+)
+
 _POSITION_BUY = (
     "INSERT INTO positions (user_id, market_id, side, shares, paid_in, received)"
     " VALUES (%(user_id)s, %(market_id)s, %(side)s, %(shares)s, %(money)s, 0)"
@@ -148,9 +227,10 @@ def _write(position_sql: str) -> str:
     return (
         "WITH bet AS ("
         "  INSERT INTO bets (id, market_id, user_id, side, action, amount, fee, shares,"
-        "                    price_before, price_after)"
+        "                    price_before, price_after, request_key, max_slippage)"
         "  VALUES (%(bet_id)s, %(market_id)s, %(user_id)s, %(side)s, %(action)s, %(money)s,"
-        "          %(fee)s, %(shares)s, %(price_before)s, %(price_after)s)),"
+        "          %(fee)s, %(shares)s, %(price_before)s, %(price_after)s, %(request_key)s,"
+        "          %(max_slippage)s)),"
         f" position AS ({position_sql}),"
         " pools AS (UPDATE markets SET pool_yes = %(pool_yes)s, pool_no = %(pool_no)s"
         "           WHERE id = %(market_id)s)"
@@ -163,23 +243,22 @@ _WRITE = {TradeAction.BUY: _write(_POSITION_BUY), TradeAction.SELL: _write(_POSI
 _LEDGER_KIND = {TradeAction.BUY: LedgerKind.BET, TradeAction.SELL: LedgerKind.SELL}
 
 
-def _place(
-    conn: psycopg.Connection[Any],
-    user_id: int,
-    market_id: int,
-    side: Side,
-    action: TradeAction,
-    amount: Decimal,
-    limits: TradeLimits,
-    actor: str,
-) -> BetReceipt:
+def _place(conn: psycopg.Connection[Any], r: _Request) -> BetReceipt:
+    user_id, market_id, side, action, amount = r.user_id, r.market_id, r.side, r.action, r.amount
     locked_market = conn.cursor(row_factory=namedtuple_row).execute(
         _LOCK_MARKET, {"market_id": market_id}
     )
     locked_user = conn.cursor(row_factory=namedtuple_row).execute(
         _LOCK_USER, {"user_id": user_id, "market_id": market_id, "side": side.value}
     )
-    market = locked_market.fetchone()  # sends BEGIN and both locks: the first round trip
+    keyed = None
+    if r.key is not None:
+        keyed = conn.cursor(row_factory=namedtuple_row).execute(
+            _FIND_KEYED, {"user_id": user_id, "request_key": r.key}
+        )
+    market = locked_market.fetchone()  # sends BEGIN, both locks (and the lookup): 1st round trip
+    if keyed is not None and (original := keyed.fetchone()) is not None:
+        raise _Replay(_replay(original, r))
     if market is None:
         raise BetError(ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist")
     if market.status != MarketStatus.OPEN:
@@ -209,13 +288,13 @@ def _place(
             held=str(user.held),
         )
 
-    trade = pricing.quote(Pools(market.pool_yes, market.pool_no), side, action, amount, limits)
+    trade = pricing.quote(Pools(market.pool_yes, market.pool_no), side, action, amount, r.limits)
     bet_id: int = market.bet_id
     post = ledger.posting(  # checked before anything is written
         key=f"bet:{bet_id}",
         kind=_LEDGER_KIND[action],
         postings=_postings(trade, user.account, market.escrow_account, market.fee_account),
-        actor=actor,
+        actor=r.actor,
         market_id=market_id,
         bet_id=bet_id,
     )
@@ -234,6 +313,8 @@ def _place(
             "price_after": trade.price_after,
             "pool_yes": trade.after.yes,
             "pool_no": trade.after.no,
+            "request_key": r.key,
+            "max_slippage": r.limits.max_slippage,
         },
     )
     conn.execute(ledger.POST, post)
@@ -247,6 +328,45 @@ def _place(
         fee=trade.fee,
         price_before=trade.price_before,
         price_after=trade.price_after,
+    )
+
+
+def _replay(original: Any, r: _Request) -> BetReceipt:
+    """The receipt of the key's original bet, or IDEMPOTENCY_KEY_REUSED if `r` differs from it."""
+    amount = original.amount if original.action == TradeAction.BUY else original.shares
+    given = {
+        "market": r.market_id,
+        "side": r.side.value,
+        "action": r.action.value,
+        "amount": r.amount,
+        "slippage limit": r.limits.max_slippage,
+    }
+    placed = {
+        "market": original.market_id,
+        "side": original.side,
+        "action": original.action,
+        "amount": amount,
+        "slippage limit": original.max_slippage,
+    }
+    if differing := [name for name in given if given[name] != placed[name]]:
+        raise BetError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            f"request key {r.key!r} was already used for bet {original.id} with another "
+            + ", ".join(differing)
+            + f" ({original.action} {amount} {original.side} on market {original.market_id}):"
+            " nothing was placed",
+            bet_id=original.id,
+            differing=differing,
+        )
+    return BetReceipt(
+        bet_id=original.id,
+        side=Side(original.side),
+        action=TradeAction(original.action),
+        shares=original.shares,
+        money=original.amount,
+        fee=original.fee,
+        price_before=original.price_before,
+        price_after=original.price_after,
     )
 
 

@@ -1,7 +1,8 @@
 """Job runs and scheduler heartbeats: how the ops team knows timed work happened.
 
-`record_job` wraps one run of a job: the RUNNING row is committed before the work starts (so a
-hung or killed run is visible), and the outcome is written in a fresh transaction afterwards.
+A job run is a `job_runs` row: committed RUNNING before the work starts (`start_run`), so a hung
+or killed run is visible, and finished afterwards in a fresh transaction (`finish_run`), or marked
+TIMEOUT when the scheduler killed it at its deadline (`mark_timed_out`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import logging
 import os
 import socket
 import time
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +19,9 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.engine import read_session, transaction
-from db.models import JobRun, SchedulerInstance
+from db.models import JobRun, Market, SchedulerInstance
 from services.errors import ErrorCode
-from services.vocabulary import JobStatus, ScrapeStatus
+from services.vocabulary import JobStatus, MarketStatus, ScrapeStatus
 
 log = logging.getLogger("kolops.jobs")
 
@@ -43,42 +41,43 @@ class JobContext:
         return max(0.0, self.deadline - time.monotonic())
 
 
-@contextmanager
-def record_job(name: str, *, timeout_s: float) -> Iterator[JobContext]:
-    """Record one run of `name`. Exceptions are recorded and re-raised."""
-    started = time.monotonic()
+def start_run(name: str) -> int:
+    """A RUNNING row for one run of `name`, committed before the work starts."""
     with transaction() as session:
         run_id = session.scalar(
             insert(JobRun).values(job=name, host=HOST, pid=os.getpid()).returning(JobRun.id)
         )
     assert run_id is not None
-    ctx = JobContext(name=name, run_id=run_id, deadline=started + timeout_s, counts={})
-    status: JobStatus = JobStatus.SUCCESS
-    error: str | None = None
-    try:
-        yield ctx
-    except BaseException as exc:
-        status = JobStatus.FAILED
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
-        raise
-    finally:
-        # Only a RUNNING row is finished: a run already marked TIMEOUT keeps that verdict.
-        with transaction() as session:
-            session.execute(
-                update(JobRun)
-                .where(JobRun.id == run_id, JobRun.status == JobStatus.RUNNING.value)
-                .values(finished_at=func.now(), status=status.value, counts=ctx.counts, error=error)
-            )
-        took = time.monotonic() - started
-        counts = " ".join(f"{k}={v}" for k, v in ctx.counts.items()) or "-"
-        line = f"job={name} run={run_id} status={status} took={took:.2f}s {counts}"
-        if error:
-            log.error("%s error=%s", line, error)
-        else:
-            log.info(line)
+    return run_id
+
+
+def finish_run(
+    name: str,
+    run_id: int,
+    *,
+    status: JobStatus,
+    counts: dict[str, Any],
+    error: str | None,
+    took_s: float,
+) -> None:
+    """The run's outcome; only a RUNNING row is finished: a run already marked TIMEOUT (or
+    closed by the reaper) keeps that verdict."""
+    with transaction() as session:
+        session.execute(
+            update(JobRun)
+            .where(JobRun.id == run_id, JobRun.status == JobStatus.RUNNING.value)
+            .values(finished_at=func.now(), status=status.value, counts=counts, error=error)
+        )
+    summary = " ".join(f"{k}={v}" for k, v in counts.items()) or "-"
+    line = f"job={name} run={run_id} status={status} took={took_s:.2f}s {summary}"
+    if error:
+        log.error("%s error=%s", line, error)
+    else:
+        log.info(line)
 
 
 def mark_timed_out(run_id: int, timeout_s: float) -> None:
+    """The run overran its deadline and its process was killed."""
     with transaction() as session:
         session.execute(
             update(JobRun)
@@ -86,10 +85,25 @@ def mark_timed_out(run_id: int, timeout_s: float) -> None:
             .values(
                 finished_at=func.now(),
                 status=JobStatus.TIMEOUT.value,
-                error=f"still running after {timeout_s:.0f}s",
+                error=f"still running after {timeout_s:g}s: killed",
             )
         )
-    log.error("job run=%s TIMEOUT after %.0fs", run_id, timeout_s)
+    log.error("job run=%s TIMEOUT after %gs: killed", run_id, timeout_s)
+
+
+def release_claims(pid: int) -> int:
+    """Free the markets a killed job process had leased, so that the next run can take them at
+    once instead of after the lease. The resolver names a lease's holder `host:pid:trigger`."""
+    with transaction() as session:
+        released = session.execute(
+            update(Market)
+            .where(
+                Market.status == MarketStatus.OPEN.value,
+                Market.claimed_by.startswith(f"{HOST}:{pid}:", autoescape=True),
+            )
+            .values(claimed_by=None, claim_expires_at=None)
+        ).rowcount
+    return int(released)
 
 
 def reap_abandoned(older_than_s: float) -> dict[str, int]:
@@ -122,22 +136,6 @@ def reap_abandoned(older_than_s: float) -> dict[str, int]:
             params,
         ).rowcount
     return {"job_runs": jobs_closed, "scrape_runs": scrapes_closed}
-
-
-def record_skipped(name: str, reason: str) -> None:
-    """A run that did not start (its previous run hangs): recorded FAILED so it shows."""
-    with transaction() as session:
-        session.execute(
-            insert(JobRun).values(
-                job=name,
-                host=HOST,
-                pid=os.getpid(),
-                finished_at=func.now(),
-                status=JobStatus.FAILED.value,
-                error=reason,
-            )
-        )
-    log.error("job=%s skipped: %s", name, reason)
 
 
 def heartbeat(instance_id: str, *, is_leader: bool, started_at: dt.datetime) -> None:

@@ -55,5 +55,6 @@ def schedules() -> dict[str, Schedule]:
             every("generate", s.generate_interval_s),
             every("integrity", s.integrity_interval_s),
             every("reap", s.job_timeout_s),
+            every("alerts", s.alert_interval_s),
         )
     }

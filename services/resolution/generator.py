@@ -63,9 +63,18 @@ class GenerateReport:
     duplicates: int = 0
     refused: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+    # Timeframes left out because their latest usable snapshot is too old: its time, ISO 8601.
+    too_old: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
-        return {"created": self.created, "duplicates": self.duplicates, "refused": self.refused}
+        counts: dict[str, Any] = {
+            "created": self.created,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+        }
+        if self.too_old:
+            counts["too_old"] = self.too_old
+        return counts
 
 
 def _latest_run(timeframe: Timeframe) -> tuple[int, dt.datetime, list[Row]] | None:
@@ -103,9 +112,20 @@ def _latest_run(timeframe: Timeframe) -> tuple[int, dt.datetime, list[Row]] | No
     return run.id, run.snapshot_at, rows
 
 
-def _follower_baselines(handles: list[str], max_age: dt.timedelta) -> dict[str, tuple[int, str]]:
+@dataclass(frozen=True)
+class _CachedCount:
+    """A cached follower count and the X account it is of: what a follower market pins."""
+
+    followers: int
+    fetched_at: dt.datetime
+    x_user_id: str
+    handle: str  # lower-cased
+
+
+def _follower_baselines(handles: list[str], max_age: dt.timedelta) -> dict[str, _CachedCount]:
     """Cached follower counts that may stand for the count now, when a market opens (the
-    resolver's rule at a close of now), by lower-cased handle."""
+    resolver's rule at a close of now), by lower-cased handle. A count that does not say which
+    account it is of cannot be pinned, so it is left out."""
     if not handles:
         return {}
     now = func.now()
@@ -119,10 +139,16 @@ def _follower_baselines(handles: list[str], max_age: dt.timedelta) -> dict[str, 
     )
     with read_session() as s:
         return {
-            r.handle: (r.followers, r.fetched_at.isoformat())
+            r.handle: _CachedCount(r.followers, r.fetched_at, r.x_user_id, r.handle)
             for r in s.execute(
-                select(FollowerCache.handle, FollowerCache.followers, FollowerCache.fetched_at)
+                select(
+                    FollowerCache.handle,
+                    FollowerCache.followers,
+                    FollowerCache.fetched_at,
+                    FollowerCache.x_user_id,
+                )
                 .where(FollowerCache.handle.in_([h.lower() for h in handles]))
+                .where(FollowerCache.x_user_id.is_not(None))
                 .where(usable)
             )
         }
@@ -254,10 +280,12 @@ def _definitions(
 
 
 def generate(*, per_type: int = 2) -> GenerateReport:
-    """Open up to `per_type` markets of each type per timeframe from the latest good scrapes."""
+    """Open up to `per_type` markets of each type per timeframe from the latest good scrapes;
+    none from a snapshot older than GENERATOR_MAX_SNAPSHOT_AGE_MINUTES (`report.too_old`)."""
     s = get_settings()
     report = GenerateReport()
     factor = s.market_duration_factor
+    max_age = dt.timedelta(minutes=s.generator_max_snapshot_age_minutes)
     now = dt.datetime.now(dt.UTC)
 
     def create(spec: MarketSpec, wallet_a: str, wallet_b: str | None) -> None:
@@ -293,6 +321,18 @@ def generate(*, per_type: int = 2) -> GenerateReport:
         if latest is None:
             continue
         run_id, snapshot_at, rows = latest
+        # Baselines from an old board misstate where each KOL stands when the market opens.
+        # (Compared on this clock, the one the scraper stamps snapshots with.)
+        if now - snapshot_at > max_age:
+            report.too_old[tf.value] = snapshot_at.isoformat()
+            log.warning(
+                "no %s markets: the latest usable snapshot (run %d, %s) is older than %s",
+                tf,
+                run_id,
+                snapshot_at.isoformat(),
+                max_age,
+            )
+            continue
         closes_at = now + dt.timedelta(days=tf.days) * float(factor)
         source = {"run_id": run_id, "snapshot_at": snapshot_at.isoformat(), "timeframe": tf.value}
         for type_, title, a, b, threshold, target in _definitions(tf, rows, per_type):
@@ -347,11 +387,17 @@ def _follower_markets(
         entry = cached.get((a.x_handle or "").lower())
         if entry is None:
             continue
-        followers, fetched_at = entry
-        threshold = Decimal(max(10, followers // 1000))
+        threshold = Decimal(max(10, entry.followers // 1000))
+        # The account is pinned by id: resolution reads this account whatever handle shows later.
         baseline = {
-            "a": {"kol_id": a.kol_id, "followers": followers, "fetched_at": fetched_at},
-            "source": {"follower_cache": a.x_handle},
+            "a": {
+                "kol_id": a.kol_id,
+                "followers": entry.followers,
+                "fetched_at": entry.fetched_at.isoformat(),
+                "x_user_id": entry.x_user_id,
+                "x_handle": entry.handle,
+            },
+            "source": {"follower_cache": entry.handle},
         }
         key = f"{MarketType.FOLLOWER_GROWTH}::{a.wallet}::{threshold}"
         spec = MarketSpec(

@@ -78,7 +78,17 @@ class Definition:
     timeframe: str | None = None
     threshold: Decimal | None = None
     target_rank: int | None = None
-    baseline: Mapping[str, Any] = field(default_factory=dict)
+    # As stored: JSON of any shape, which `definition_problems` checks before anything reads it.
+    baseline: Any = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class XAccount:
+    """The X account a follower market was counted from when it opened: by its id, which a
+    rename or a leaderboard row linking another profile never changes."""
+
+    user_id: str
+    handle: str
 
 
 @dataclass(frozen=True)
@@ -115,11 +125,35 @@ def _yes_if(condition: bool) -> Side:
 # -- definition checks ----------------------------------------------------------------------------
 
 
+def _count(value: Any) -> bool:
+    """A stored count: a whole number, not negative (JSON true is not a count)."""
+    return type(value) is int and value >= 0
+
+
+def _baseline_a(d: Definition) -> Mapping[str, Any]:
+    """KOL A's baseline when the stored baseline has the expected shape, else empty."""
+    base_a = d.baseline.get("a") if isinstance(d.baseline, Mapping) else None
+    return base_a if isinstance(base_a, Mapping) else {}
+
+
+def pinned_account(d: Definition) -> XAccount | None:
+    """The X account pinned in KOL A's baseline, or None when the baseline does not name one
+    well-formed (an X user id is a string of digits)."""
+    base_a = _baseline_a(d)
+    user_id, handle = base_a.get("x_user_id"), base_a.get("x_handle")
+    if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit()):
+        return None
+    if not (isinstance(handle, str) and handle):
+        return None
+    return XAccount(user_id, handle)
+
+
 def definition_problems(d: Definition) -> list[str]:
     """Everything that makes a definition invalid (empty list: valid). Used at creation and
-    before resolving: an invalid market is cancelled with MISSING_METADATA, never decided."""
+    before resolving: an invalid market is cancelled with MISSING_METADATA, never decided.
+    A stored baseline of any shape is a list of problems here, never an exception."""
     problems: list[str] = []
-    if d.type not in ALL_TYPES:
+    if not isinstance(d.type, str) or d.type not in ALL_TYPES:
         return [f"unknown market type {d.type!r}"]
     if not d.kol_a:
         problems.append("KOL A is missing")
@@ -132,15 +166,18 @@ def definition_problems(d: Definition) -> list[str]:
         problems.append(f"{d.type} takes one KOL")
     if d.type in LEADERBOARD_TYPES and d.timeframe not in set(Timeframe):
         problems.append(f"timeframe {d.timeframe!r} is not daily/weekly/monthly")
-    base_a = d.baseline.get("a") if isinstance(d.baseline, Mapping) else None
-    if not isinstance(base_a, Mapping) or not base_a:
+    base_a = _baseline_a(d)
+    if not base_a:
         problems.append("baseline is missing")
-        base_a = {}
     if d.type == MarketType.FOLLOWER_GROWTH:
-        if d.threshold is None or d.threshold <= 0 or d.threshold != d.threshold.to_integral():
+        # is_finite first: comparing a NaN Decimal raises.
+        t = d.threshold
+        if t is None or not t.is_finite() or t <= 0 or t != t.to_integral():
             problems.append("threshold must be a positive whole number of followers")
-        if not isinstance(base_a.get("followers"), int) or base_a["followers"] < 0:
+        if not _count(base_a.get("followers")):
             problems.append("baseline followers are missing")
+        if pinned_account(d) is None:
+            problems.append("baseline does not pin the X account (user id and handle) counted")
     if d.type in (MarketType.TOP_RANK_MAINTAIN, MarketType.RANK_IMPROVEMENT) and (
         d.target_rank is None or d.target_rank < 1
     ):
@@ -149,11 +186,13 @@ def definition_problems(d: Definition) -> list[str]:
         d.threshold is None or not d.threshold.is_finite()
     ):
         problems.append("SOL threshold is missing")
-    if d.type == MarketType.WL_RATIO_MAINTAIN and (d.threshold is None or d.threshold <= 0):
+    if d.type == MarketType.WL_RATIO_MAINTAIN and (
+        d.threshold is None or not d.threshold.is_finite() or d.threshold <= 0
+    ):
         problems.append("W/L threshold must be positive")
     if d.type == MarketType.STREAK_CONTINUATION:
         wins, losses = base_a.get("wins"), base_a.get("losses")
-        if not isinstance(wins, int) or not isinstance(losses, int) or wins + losses == 0:
+        if not _count(wins) or not _count(losses) or wins + losses == 0:
             problems.append("baseline win rate is missing or undefined (no trades)")
     return problems
 

@@ -73,9 +73,10 @@ TRANSIENT = frozenset(
 
 @dataclass(frozen=True)
 class DueMarket:
+    # No X handle: a follower market reads the account pinned in its baseline, never the handle
+    # its KOL shows now (every scrape overwrites that).
     id: int
     definition: Definition
-    x_handle: str | None
     opens_at: dt.datetime
     closes_at: dt.datetime
 
@@ -106,7 +107,11 @@ class _Pass:
     trigger: str
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
     runs: dict[str, list[tuple[int, dt.datetime]]] = field(default_factory=dict)
-    scraped: dict[str, scraper.ScrapeResult] = field(default_factory=dict)
+    # The on-demand scrape of each timeframe, at most one per pass whatever the number of
+    # batches: its result, or what it raised instead (a failed scrape all the same).
+    scraped: dict[str, scraper.ScrapeResult | Exception] = field(default_factory=dict)
+    # Timeframes whose usable runs could not be read for the current batch, and why.
+    unreadable: dict[str, Exception] = field(default_factory=dict)
     readings: dict[str, followers.FollowerReading | Exception] = field(default_factory=dict)
 
 
@@ -119,7 +124,7 @@ _USABLE = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
 
 _DUE_COLUMNS = """
     m.id, m.type, m.timeframe, m.threshold, m.target_rank, m.baseline, m.opens_at, m.closes_at,
-    a.wallet AS wallet_a, b.wallet AS wallet_b, a.x_handle
+    a.wallet AS wallet_a, b.wallet AS wallet_b
 """
 
 
@@ -186,7 +191,6 @@ def _claim(
                 target_rank=r["target_rank"],
                 baseline=r["baseline"] or {},
             ),
-            x_handle=r["x_handle"],
             opens_at=r["opens_at"],
             closes_at=r["closes_at"],
         )
@@ -245,49 +249,77 @@ def _runs_in_window(p: _Pass, m: DueMarket) -> list[tuple[int, dt.datetime]]:
     ]
 
 
+def _describe(exc: BaseException) -> str:
+    """An exception as one line for an attempt's record: its type and message, no traceback."""
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+
+
 def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
-    timeframes = {
-        m.definition.timeframe
-        for m in markets
-        if m.definition.type in outcomes.LEADERBOARD_TYPES and m.definition.timeframe
-    }
-    with read_session() as session:
-        p.runs = {tf: _runs(session, tf) for tf in timeframes if tf}
-    # One on-demand scrape per timeframe per pass, only when it can still help some market.
-    for tf in sorted(t for t in timeframes if t):
-        needy = [
-            m
+    """Read the usable runs of the batch's timeframes, and scrape a timeframe on demand when it
+    can still help some market and has not been scraped in this pass yet. Never raises: what
+    fails here becomes the evidence of the markets that needed it ("scrape failed"), decided
+    inside their own error boundary, so it never stops the other markets."""
+    timeframes = sorted(
+        {
+            m.definition.timeframe
             for m in markets
-            if m.definition.timeframe == tf
+            if m.definition.type in outcomes.LEADERBOARD_TYPES and m.definition.timeframe
+        }
+    )
+
+    def read_runs(tf: str) -> None:
+        try:
+            with read_session() as session:
+                p.runs[tf] = _runs(session, tf)
+            p.unreadable.pop(tf, None)
+        except Exception as exc:
+            log.exception("reading the usable %s runs failed", tf)
+            p.runs.pop(tf, None)
+            p.unreadable[tf] = exc
+
+    for tf in timeframes:
+        read_runs(tf)
+        if tf in p.scraped or tf in p.unreadable:
+            continue
+        needy = any(
+            m.definition.timeframe == tf
             and m.definition.type in outcomes.LEADERBOARD_TYPES
             and not _runs_in_window(p, m)
             and p.now <= m.closes_at + p.lag
-        ]
+            for m in markets
+        )
         if not needy:
             continue
-        result = scraper.scrape_leaderboard(tf, trigger=ScrapeTrigger.ON_DEMAND)
+        try:
+            result = scraper.scrape_leaderboard(tf, trigger=ScrapeTrigger.ON_DEMAND)
+        except Exception as exc:
+            log.exception("on-demand scrape timeframe=%s raised", tf)
+            p.scraped[tf] = exc
+            continue
         p.scraped[tf] = result
         log.info("on-demand scrape timeframe=%s run=%s status=%s", tf, result.run_id, result.status)
         if result.status in SUCCEEDED_SCRAPES:
-            with read_session() as session:
-                p.runs[tf] = _runs(session, tf)
+            read_runs(tf)
 
 
 def _gather_followers(p: _Pass, markets: list[DueMarket]) -> None:
-    handles = sorted(
+    """One batched lookup, by X user id, of the accounts the batch's follower markets pinned
+    when they opened (a market pinning none is invalid and needs no lookup)."""
+    user_ids = sorted(
         {
-            m.x_handle.lower()
+            account.user_id
             for m in markets
-            if m.definition.type in outcomes.FOLLOWER_TYPES and m.x_handle
+            if m.definition.type in outcomes.FOLLOWER_TYPES
+            and (account := outcomes.pinned_account(m.definition)) is not None
         }
     )
-    if not handles:
+    if not user_ids:
         return
     try:
-        results = followers.fetch_followers(handles)
-    except Exception as exc:  # the whole lookup failed: every handle shares the failure
-        results = dict.fromkeys(handles, exc)
-    p.readings = {h.lower(): r for h, r in results.items()}
+        results = followers.fetch_followers_by_id(user_ids)
+    except Exception as exc:  # the whole lookup failed: every account shares the failure
+        results = dict.fromkeys(user_ids, exc)
+    p.readings = dict(results)
 
 
 def _snapshot_evidence(p: _Pass, m: DueMarket) -> list[tuple[Evidence, dict[str, Any]]] | Undecided:
@@ -295,7 +327,19 @@ def _snapshot_evidence(p: _Pass, m: DueMarket) -> list[tuple[Evidence, dict[str,
     runs = _runs_in_window(p, m)
     window = [m.closes_at.isoformat(), (m.closes_at + p.lag).isoformat()]
     if not runs:
-        scraped = p.scraped.get(m.definition.timeframe or "")
+        timeframe = m.definition.timeframe or ""
+        unreadable = p.unreadable.get(timeframe)
+        if unreadable is not None:
+            return Undecided(
+                ErrorCode.INTERNAL_ERROR,
+                f"the usable {timeframe} snapshots could not be read: {_describe(unreadable)}",
+            )
+        scraped = p.scraped.get(timeframe)
+        if isinstance(scraped, Exception):
+            return Undecided(
+                ErrorCode.SCRAPE_FAILED,
+                f"on-demand {timeframe} scrape failed: {_describe(scraped)}",
+            )
         if scraped is not None and scraped.status == ScrapeStatus.FAILED:
             return Undecided(
                 ErrorCode.SCRAPE_FAILED,
@@ -357,32 +401,40 @@ def _decide(
 
 
 def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]] | Undecided:
-    if not m.x_handle:
-        return Undecided(ErrorCode.MISSING_METADATA, "KOL A has no X handle")
-    handle = m.x_handle.lower()
+    """The follower count at close of the account the market pinned when it opened, read by its
+    X user id: from the X API, or else from a usable cached count of that same account."""
+    problems = outcomes.definition_problems(m.definition)
+    account = outcomes.pinned_account(m.definition)
+    if problems or account is None:
+        # A baseline of the wrong shape, or one that names no account (an old market): no
+        # account can be matched to it, now or later.
+        return Undecided(ErrorCode.MISSING_METADATA, "; ".join(problems))
+    who = f"@{account.handle} (user {account.user_id})"
     window_end = m.closes_at + p.lag
-    reading = p.readings.get(handle)
+    reading = p.readings.get(account.user_id)
     base = {
-        "handle": handle,
-        "baseline_followers": m.definition.baseline.get("a", {}).get("followers"),
+        "handle": account.handle,
+        "x_user_id": account.user_id,
+        "baseline_followers": m.definition.baseline["a"]["followers"],
         "window_end": window_end.isoformat(),
     }
     if isinstance(reading, followers.FollowerReading) and reading.fetched_at <= window_end:
         return Evidence(followers_now=reading.followers), {
             **base,
             "source": "x_api",
+            "handle_now": reading.handle,
             "followers": reading.followers,
             "fetched_at": reading.fetched_at.isoformat(),
         }
     api_error = reading if isinstance(reading, Exception) else None
     if isinstance(api_error, XApiError) and not api_error.transient:
-        # An answer about the account (not found, suspended) or a request that can never work:
+        # An answer about the account (gone, suspended) or a request that can never work:
         # a cached count from before is no evidence about the account now.
-        return Undecided(ErrorCode.MISSING_KOL_DATA, f"X account @{handle}: {api_error.message}")
+        return Undecided(ErrorCode.MISSING_KOL_DATA, f"X account {who}: {api_error.message}")
     with read_session() as session:
         cached = followers.usable_cached_reading(
             session,
-            handle,
+            account.user_id,
             opens_at=m.opens_at,
             closes_at=m.closes_at,
             max_age=p.max_age,
@@ -393,6 +445,7 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
         return Evidence(followers_now=cached.followers), {
             **base,
             "source": "follower_cache",
+            "handle_now": cached.handle,
             "followers": cached.followers,
             "fetched_at": cached.fetched_at.isoformat(),
             "api_error": str(api_error) if api_error else None,
@@ -400,10 +453,10 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
     if api_error is not None:
         return Undecided(
             ErrorCode.X_API_UNAVAILABLE,
-            f"X API failed for @{handle} ({api_error}) and no usable cached count",
+            f"X API failed for {who} ({api_error}) and no usable cached count",
         )
     return Undecided(
-        ErrorCode.STALE_FOLLOWER_DATA, f"no follower count for @{handle} within the allowed window"
+        ErrorCode.STALE_FOLLOWER_DATA, f"no follower count for {who} within the allowed window"
     )
 
 
@@ -431,16 +484,31 @@ def _attempt(
     )
 
 
+class _RunWithdrawn(Exception):
+    """The scrape run a decision was made from is no longer usable (quarantined since the pass
+    read it): nothing may be settled from it."""
+
+
 def _final(
     change: Callable[[Session], settlement.SettlementResult],
     attempt: Callable[[], ResolutionAttempt],
     what: str,
+    evidence_run: int | None = None,
 ) -> settlement.SettlementResult:
     """Settle or cancel a market and record the attempt that made it final in one transaction
     (a fresh attempt row on every retry), so a market is never final without the record of the
-    evidence that made it so."""
+    evidence that made it so. With `evidence_run`, the scrape run the decision used must still
+    be usable under a share lock held to the commit (else `_RunWithdrawn`): a quarantine, an
+    update of that row, waits for the settlement, and one committed before it is seen here."""
 
     def unit(session: Session) -> settlement.SettlementResult:
+        if evidence_run is not None:
+            usable = session.execute(
+                text(f"SELECT 1 FROM scrape_runs r WHERE r.id = :id AND {_USABLE} FOR SHARE"),
+                {"id": evidence_run},
+            ).first()
+            if usable is None:
+                raise _RunWithdrawn(evidence_run)
         result = change(session)
         if result.applied:
             session.add(attempt())
@@ -547,6 +615,7 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
         return
 
     side = Side(decision)
+    run_id = evidence.get("run_id") if evidence.get("source") == "scrape_run" else None
     try:
         result = _final(
             lambda session: settlement.settle(
@@ -554,7 +623,26 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
             ),
             lambda: _attempt(m, p, started, AttemptResult.resolved(side), evidence),
             f"settle market {m.id}",
+            evidence_run=run_id,
         )
+    except _RunWithdrawn:
+        # Never resolved on wrong data, and never cancelled for data that may still be good:
+        # the next pass decides again from the runs usable then (another in the window, a new
+        # scrape, or a cancel once the lag or grace runs out), by the usual rules.
+        detail = (
+            f"scrape run {run_id} is no longer usable (quarantined after this pass read it):"
+            " decided again on the next pass"
+        )
+        _record_attempt(
+            m.id,
+            _attempt(
+                m, p, started, AttemptResult.DEFERRED, evidence, ErrorCode.STALE_SCRAPE_DATA, detail
+            ),
+        )
+        _release(m.id)
+        report.deferred += 1
+        log.warning("market=%s not settled: %s", m.id, detail)
+        return
     except Exception as exc:
         log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
         _record_attempt(
@@ -605,7 +693,7 @@ def _handle(markets: Iterable[DueMarket], p: _Pass, report: SweepReport) -> None
             _resolve_one(m, p, report)
         except Exception as exc:  # the error boundary: one market never stops the others
             report.errors += 1
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+            detail = _describe(exc)
             log.exception("market=%s resolution error", m.id)
             now = dt.datetime.now(dt.UTC)
             try:
@@ -655,7 +743,10 @@ def sweep(
         _gather_snapshots(p, batch)
         _gather_followers(p, batch)
         _handle(batch, p, report)
-    report.scrapes = {tf: r.run_id for tf, r in p.scraped.items()}
+    # A scrape that raised is in its markets' attempts; here only the runs a scrape recorded.
+    report.scrapes = {
+        tf: r.run_id for tf, r in p.scraped.items() if isinstance(r, scraper.ScrapeResult)
+    }
     return report
 
 

@@ -1,6 +1,10 @@
 """The follower cache: fresh counts from the X API, the cache and its history, and the cached count
 a market may fall back on (PRODUCT.md section 3 point 4; `db.rules.follower_count_usable`).
 
+The cache is keyed by handle, as X spelled it when the count was read, and says which account (X
+user id) the count is of: a follower market pins its account's id when it opens, so counts are
+fetched and fallen back on by that id, whoever holds a handle now.
+
 Only successful lookups touch `follower_cache` and `follower_history`; every lookup, failed or
 not, records the API's budget and health in `x_api_state` for the dashboard.
 """
@@ -8,7 +12,7 @@ not, records the API's budget and health in `x_api_state` for the dashboard.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -18,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from db import rules
 from db.engine import retrying, transaction
-from db.models import FollowerCache, FollowerHistory, Kol, Market, XApiState
+from db.models import FollowerCache, FollowerHistory, Market, XApiState
 from services.sources.xapi import (
     MAX_BATCH,
     EndpointStatus,
@@ -44,7 +48,7 @@ class FollowerReading:
 
 def usable_cached_reading(
     session: Session,
-    handle: str,
+    x_user_id: str,
     *,
     opens_at: dt.datetime,
     closes_at: dt.datetime,
@@ -52,11 +56,13 @@ def usable_cached_reading(
     lag: dt.timedelta,
     now: dt.datetime,
 ) -> FollowerReading | None:
-    """The cached count of `handle` if it may stand for the count at `closes_at`
-    (`db.rules.follower_count_usable`), else None (never fetched, or outside that window)."""
+    """The latest cached count of the account `x_user_id` if it may stand for the count at
+    `closes_at` (`db.rules.follower_count_usable`), else None (never fetched, or outside that
+    window). A count cached under the account's handle but of another account never qualifies."""
     row = session.execute(
-        select(FollowerCache).where(
-            FollowerCache.handle == handle.lower(),
+        select(FollowerCache)
+        .where(
+            FollowerCache.x_user_id == x_user_id,
             rules.follower_count_usable(
                 FollowerCache.fetched_at,
                 opens_at=opens_at,
@@ -66,6 +72,9 @@ def usable_cached_reading(
                 now=now,
             ),
         )
+        # After a rename the account's older count may still sit under its old handle.
+        .order_by(FollowerCache.fetched_at.desc())
+        .limit(1)
     ).scalar_one_or_none()
     if row is None:
         return None
@@ -93,8 +102,22 @@ def fetch_followers(
     and the endpoints' budget and health are written to `x_api_state`. A failure writes nothing
     to the cache. A cache row is never moved back to an older reading (two fetches racing).
     """
+    return _fetch(lambda api: api.get_users(handles), client)
+
+
+def fetch_followers_by_id(
+    user_ids: Iterable[str], *, client: XApiClient | None = None
+) -> dict[str, FollowerReading | XApiError]:
+    """Fetch fresh counts of the accounts with these X user ids (batched), keyed by the ids as
+    given; stored as `fetch_followers` stores them, under each account's handle now."""
+    return _fetch(lambda api: api.get_users_by_id(user_ids), client)
+
+
+def _fetch(
+    lookup: Callable[[XApiClient], dict[str, XUser | XApiError]], client: XApiClient | None
+) -> dict[str, FollowerReading | XApiError]:
     with _client(client) as api:
-        results = api.get_users(handles)
+        results = lookup(api)
         statuses = api.endpoint_statuses()
     readings: dict[str, FollowerReading | XApiError] = {
         handle: _reading(result) if isinstance(result, XUser) else result
@@ -108,7 +131,7 @@ def fetch_followers(
         for status in statuses:
             _record_status(session, status)
 
-    retrying(write, what="fetch_followers")
+    retrying(write, what="fetch followers")
     return readings
 
 
@@ -173,9 +196,9 @@ def _store(session: Session, readings: list[FollowerReading]) -> None:
 
 @dataclass(frozen=True)
 class RefreshReport:
-    wanted: int  # distinct handles open follower markets need
+    wanted: int  # distinct accounts (X user ids) open follower markets are pinned to
     refreshed: int
-    failed: dict[str, str] = field(default_factory=dict)  # handle -> ErrorCode value
+    failed: dict[str, str] = field(default_factory=dict)  # X user id -> ErrorCode value
     not_attempted: int = 0  # left for the next run: the budget ran out or credentials failed
     rate_limited_until: dt.datetime | None = None
 
@@ -192,49 +215,49 @@ class RefreshReport:
         }
 
 
-def open_market_handles(session: Session) -> list[str]:
-    """Lower-cased handles of KOL A of every OPEN follower_growth market, soonest close first."""
-    handle = func.lower(Kol.x_handle)
+def open_market_user_ids(session: Session) -> list[str]:
+    """The X user ids every OPEN follower_growth market is pinned to, soonest close first."""
+    pinned = Market.baseline["a"]["x_user_id"].astext
     rows = session.execute(
-        select(handle)
-        .join(Market, Market.kol_a_id == Kol.id)
+        select(pinned)
         .where(
             Market.type == MarketType.FOLLOWER_GROWTH,
             Market.status == MarketStatus.OPEN,
-            Kol.x_handle.is_not(None),
+            pinned.is_not(None),
         )
-        .group_by(handle)
-        .order_by(func.min(Market.closes_at), handle)
+        .group_by(pinned)
+        .order_by(func.min(Market.closes_at), pinned)
     )
     return list(rows.scalars())
 
 
 def refresh_open_market_handles(*, client: XApiClient | None = None) -> RefreshReport:
-    """Refresh the counts open follower markets need, one batch (and transaction) at a time,
-    stopping with a report when the API's budget runs out or it refuses the credentials."""
+    """Refresh the counts of the accounts (by pinned X user id, not by the handles KOLs show now)
+    open follower markets are decided by, one batch (and transaction) at a time, stopping with a
+    report when the API's budget runs out or it refuses the credentials."""
     with transaction() as session:
-        handles = open_market_handles(session)
+        user_ids = open_market_user_ids(session)
     refreshed = 0
     failed: dict[str, str] = {}
     with _client(client) as api:
-        for start in range(0, len(handles), MAX_BATCH):
-            batch = handles[start : start + MAX_BATCH]
-            results = fetch_followers(batch, client=api)
+        for start in range(0, len(user_ids), MAX_BATCH):
+            batch = user_ids[start : start + MAX_BATCH]
+            results = fetch_followers_by_id(batch, client=api)
             stop = next(
                 (r for r in results.values() if isinstance(r, XRateLimited | XUnauthorized)),
                 None,
             )
             if stop is not None:
                 return RefreshReport(
-                    wanted=len(handles),
+                    wanted=len(user_ids),
                     refreshed=refreshed,
                     failed=failed,
-                    not_attempted=len(handles) - start,
+                    not_attempted=len(user_ids) - start,
                     rate_limited_until=stop.reset_at if isinstance(stop, XRateLimited) else None,
                 )
-            for handle, result in results.items():
+            for user_id, result in results.items():
                 if isinstance(result, FollowerReading):
                     refreshed += 1
                 else:
-                    failed[handle] = result.code.value
-    return RefreshReport(wanted=len(handles), refreshed=refreshed, failed=failed)
+                    failed[user_id] = result.code.value
+    return RefreshReport(wanted=len(user_ids), refreshed=refreshed, failed=failed)

@@ -1,13 +1,16 @@
-"""The kolscan leaderboard scraper: Playwright drives Chromium, the parser normalises, one
-transaction stores the run.
+"""The kolscan leaderboard scraper: Chromium reads the page in a child process, the parser
+normalises, one transaction stores the run.
 
 Every call is a `scrape_runs` row, committed as RUNNING before the browser starts, so a crash
 mid-scrape is still visible. A run ends SUCCESS, PARTIAL (some rows rejected) or FAILED (with an
-error code, and the page's HTML and a screenshot saved for analysis). A FAILED run stores no
-`scraped_kols` rows: a broken page is never mistaken for an empty leaderboard.
+error code, and the page's HTML and a screenshot saved for analysis when they can be). A FAILED
+run stores no `scraped_kols` rows: a broken page is never mistaken for an empty leaderboard. Only
+a run still RUNNING is ended here: one the reaper closed meanwhile stays as the reaper left it.
 
-Playwright's sync API is bound to the thread that started it, so each call starts its own
-Playwright and browser: scheduler threads can scrape at the same time.
+The browser runs in a child process (`browser_worker`) that reports each step as it starts; the
+child's whole process tree, Chromium included, is killed when a step overruns its budget, since
+a page whose script never yields blocks Playwright's `evaluate` and `content` for good. Each call
+has its own child: scheduler threads can scrape at the same time.
 
 CLI: `python -m services.sources.scraper --timeframe daily [--base-url URL] [--trigger MANUAL]`.
 """
@@ -18,41 +21,36 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
+import select
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import Page, ViewportSize, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from sqlalchemy import func, insert, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from config import get_settings
+from config import PROJECT_ROOT, get_settings
 from db.engine import retrying, transaction
 from db.models import Kol, ScrapedKol, ScrapeReject, ScrapeRun, utcnow
 from services.errors import ErrorCode, ServiceError
+from services.processes import kill_tree
 from services.sources import kolscan_selectors as sel
+from services.sources.browser_worker import CHROMIUM_ARGS as CHROMIUM_ARGS  # for other drivers
 from services.sources.leaderboard_parser import ParsedRow, Reject, layout_changed, parse_rows
 from services.vocabulary import SUCCEEDED_SCRAPES, ScrapeStatus, ScrapeTrigger, Timeframe
 
 log = logging.getLogger(__name__)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-_ARTIFACT_TIMEOUT_MS = 5_000
-# Viewport for the page and its failure screenshot.
-VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
+# How much later than the child's own deadline for a step it is killed: time to report the
+# step's failure itself (with its real error code) when it still can.
+_KILL_GRACE_S = 1.0
+# How long the child may take to close Chromium and exit once the rows are read.
+_CLOSE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,10 @@ class _PageRead:
     snapshot_at: dt.datetime
 
 
+class _RunClosed(Exception):
+    """The run is no longer RUNNING (the reaper closed it): nothing of this scrape is stored."""
+
+
 def scrape_leaderboard(
     timeframe: Timeframe | str,
     *,
@@ -124,10 +126,11 @@ def scrape_leaderboard(
 ) -> ScrapeResult:
     """Scrape one timeframe's leaderboard (`daily`, `weekly`, `monthly`) and record the run.
 
-    Page failures (timeout, navigation, HTTP status, no rows, changed layout, browser) come back
-    as a FAILED result; only bad arguments (ServiceError) and database errors raise.
-    `timeout_s` overrides SCRAPE_TIMEOUT_S: the budget for the page and its first rows, and again
-    for scrolling until no new rows come.
+    Bad arguments raise ServiceError before anything is written. Once the run row exists nothing
+    raises: every failure (the page, the browser, saving artifacts, storing) comes back as a
+    FAILED result with its code. `timeout_s` overrides SCRAPE_TIMEOUT_S, the budget of each
+    browser step: starting Chromium, the page and its first rows, scrolling until no new rows
+    come, reading them.
     """
     try:
         timeframe = Timeframe(timeframe)
@@ -146,22 +149,39 @@ def scrape_leaderboard(
     run_id = _start_run(timeframe, trigger, url)
     timings = _Timings()
     try:
-        snapshot = _read_leaderboard(url, run_id, budget_s, timings)
+        return _scrape(run_id, timeframe, url, budget_s, timings)
     except _Failure as failure:
         return _finish_failed(run_id, timeframe, failure, timings)
-    except BaseException as exc:
+    except _RunClosed:
+        return _closed_result(run_id, timeframe, timings)
+    except Exception as exc:
+        log.exception("scrape run %d %s: unexpected error", run_id, timeframe)
+        failure = _Failure(ErrorCode.INTERNAL_ERROR, f"unexpected error: {exc!r}")
+        return _finish_failed(run_id, timeframe, failure, timings)
+    except BaseException as exc:  # interrupted (Ctrl-C, exit): record it, then let it go on
         _finish_failed(run_id, timeframe, _Failure(ErrorCode.INTERNAL_ERROR, repr(exc)), timings)
         raise
 
-    started = time.perf_counter()
-    try:
+
+def _scrape(
+    run_id: int, timeframe: Timeframe, url: str, budget_s: float, timings: _Timings
+) -> ScrapeResult:
+    settings = get_settings()
+    request = {
+        "url": url,
+        "budget_s": budget_s,
+        "chromium_path": settings.chromium_path,
+        "artifacts_dir": str(settings.artifacts_dir),
+        "run_id": run_id,
+    }
+    with _BrowserChild(request, budget_s) as child:
+        snapshot = _read_leaderboard(child, timings)
+        # The child closes Chromium while the rows are stored.
+        started = time.perf_counter()
         status = retrying(
             lambda session: _store(session, run_id, timeframe, snapshot), what="store scrape"
         )
-    except BaseException as exc:
-        _finish_failed(run_id, timeframe, _Failure(ErrorCode.INTERNAL_ERROR, repr(exc)), timings)
-        raise
-    timings.store_s = time.perf_counter() - started
+        timings.store_s = time.perf_counter() - started
     stored, rejected = len(snapshot.parsed), len(snapshot.rejects)
     log.info(
         "scrape run %d %s %s: %d stored, %d rejected", run_id, timeframe, status, stored, rejected
@@ -184,115 +204,143 @@ def scrape_leaderboard(
     )
 
 
-# --- the browser ------------------------------------------------------------------------------
+# --- the browser, in its child process ------------------------------------------------------
 
 
-def _read_leaderboard(url: str, run_id: int, budget_s: float, timings: _Timings) -> _PageRead:
-    """Start a private Playwright and Chromium, read the page, always close both."""
-    started = time.perf_counter()
-    with sync_playwright() as pw:
+class _StepOverran(Exception):
+    def __init__(self, step: str, budget_s: float) -> None:
+        super().__init__(step)
+        self.step = step
+        self.budget_s = budget_s
+
+
+class _BrowserChild:
+    """One `browser_worker` process: the request sent, its answers read each within the
+    deadline of the step it announced last, its whole process tree killed on overrun."""
+
+    def __init__(self, request: dict[str, Any], budget_s: float) -> None:
+        self.started = time.perf_counter()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "services.sources.browser_worker"],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._buffer = b""
+        # Until its first step is announced, the child is starting Python and Playwright.
+        self.step, self.budget_s = "starting the browser worker", budget_s
+        self._deadline = self.started + budget_s + _KILL_GRACE_S
+        self.tell(request)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
         try:
-            browser = pw.chromium.launch(
-                executable_path=get_settings().chromium_path,
-                args=CHROMIUM_ARGS,
-                timeout=budget_s * 1000,
-            )
-        except PlaywrightError as exc:
-            raise _Failure(ErrorCode.SCRAPE_BROWSER_ERROR, f"Chromium: {exc.message}") from exc
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
+            self._proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self._proc.stdin.flush()
+        except OSError:
+            pass  # the child is gone: reading its answers says how
+
+    def answer(self) -> dict[str, Any]:
+        """The child's next answer other than a step (steps move the deadline)."""
+        while True:
+            message = self._next_line()
+            if "step" not in message:
+                return message
+            self.step, self.budget_s = message["step"], float(message["budget_s"])
+            self._deadline = time.perf_counter() + self.budget_s + _KILL_GRACE_S
+
+    def _next_line(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = self._deadline - time.perf_counter()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                self.kill()
+                raise _StepOverran(self.step, self.budget_s)
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                code = self._proc.wait()
+                raise _Failure(
+                    ErrorCode.SCRAPE_BROWSER_ERROR,
+                    f"the browser process ended (exit code {code}) while {self.step}",
+                )
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            kill_tree(self._proc.pid)
+        self._proc.wait()
+
+    def __enter__(self) -> _BrowserChild:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # A normal end waits (boundedly) for the child to close Chromium; any other is killed.
+        if exc_type is None:
             try:
-                return _read_page(page, url, budget_s, started, timings)
-            except _Failure as failure:
-                _save_artifacts(page, run_id, failure)
-                raise
-            except PlaywrightError as exc:
-                failure = _Failure(ErrorCode.SCRAPE_BROWSER_ERROR, exc.message)
-                _save_artifacts(page, run_id, failure)
-                raise failure from exc
-        finally:
-            browser.close()
+                self._proc.wait(timeout=_CLOSE_S)
+            except subprocess.TimeoutExpired:
+                log.warning("browser worker %d did not exit; killed", self._proc.pid)
+        self.kill()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
-def _remaining_ms(deadline: float) -> float:
-    return max(1.0, (deadline - time.perf_counter()) * 1000)
-
-
-def _read_page(
-    page: Page, url: str, budget_s: float, started: float, timings: _Timings
-) -> _PageRead:
-    """Load the page and its first rows within `budget_s`, scroll to the end, read them once."""
-    deadline = time.perf_counter() + budget_s
+def _read_leaderboard(child: _BrowserChild, timings: _Timings) -> _PageRead:
+    """The child's rows, parsed; any failure raised with the page's artifacts when kept."""
     try:
-        response = page.goto(url, wait_until="commit", timeout=_remaining_ms(deadline))
-    except PlaywrightTimeoutError as exc:
-        raise _Failure(ErrorCode.SCRAPE_TIMEOUT, f"{url} did not load in {budget_s}s") from exc
-    except PlaywrightError as exc:
-        raise _Failure(ErrorCode.SCRAPE_NAVIGATION_ERROR, f"{url}: {exc.message}") from exc
-    if response is None or not response.ok:
-        status = "no response" if response is None else f"HTTP {response.status}"
-        raise _Failure(ErrorCode.SCRAPE_HTTP_ERROR, f"{url} answered {status}")
-    try:
-        page.wait_for_selector(sel.READY_SELECTOR, timeout=_remaining_ms(deadline))
-    except PlaywrightTimeoutError as exc:
-        raise _Failure(ErrorCode.SCRAPE_TIMEOUT, f"no rows on {url} after {budget_s}s") from exc
-    # Scrolling gets a budget of its own: a long board must not eat the time for the first rows.
-    count = _scroll_to_end(page, time.perf_counter() + budget_s, budget_s)
-    if count == 0:
-        raise _Failure(ErrorCode.SCRAPE_NO_ROWS, f"{url} shows no leaderboard rows")
-    timings.load_s = time.perf_counter() - started
-
+        answer = child.answer()
+    except _StepOverran as overran:
+        raise _Failure(
+            ErrorCode.SCRAPE_TIMEOUT,
+            f"the browser did not finish {overran.step} within {overran.budget_s:g}s"
+            " (a page script that never yields?): killed",
+        ) from None
+    if "failure" in answer:
+        failure = _Failure(ErrorCode(answer["failure"]["code"]), answer["failure"]["message"])
+        timings.load_s = time.perf_counter() - child.started
+        raise _with_artifacts(child, failure)
     extracting = time.perf_counter()
-    raws: list[dict[str, Any]] = json.loads(page.evaluate(sel.EXTRACT_ROWS_JS, sel.EXTRACT_CONFIG))
+    timings.load_s = extracting - child.started
+    raws: list[dict[str, Any]] = answer["rows"]
     snapshot_at = utcnow()
     parsed, rejects = parse_rows(raws)
-    timings.extract_s = time.perf_counter() - extracting
     problem = layout_changed(len(raws), rejects)
+    child.tell({"keep": bool(problem)})
+    timings.extract_s = time.perf_counter() - extracting
     if problem:
-        raise _Failure(
+        failure = _Failure(
             ErrorCode.SCRAPE_LAYOUT_CHANGED, problem, rejects=rejects, rows_found=len(raws)
         )
+        raise _with_artifacts(child, failure)
     return _PageRead(len(raws), parsed, rejects, snapshot_at)
 
 
-def _scroll_to_end(page: Page, deadline: float, budget_s: float) -> int:
-    """Scroll until a scroll brings no new rows; returns the number of row links."""
-    count: int = page.evaluate(sel.ROW_COUNT_JS, sel.ROW_LINK_SELECTOR)
-    if count == 0:
-        return 0
-    for _ in range(sel.MAX_SCROLL_ROUNDS):
-        try:
-            more = page.wait_for_function(
-                sel.SCROLL_FOR_MORE_JS,
-                arg=[sel.ROW_LINK_SELECTOR, count],
-                timeout=min(sel.SCROLL_IDLE_MS, _remaining_ms(deadline)),
-            )
-        except PlaywrightTimeoutError:
-            if time.perf_counter() < deadline:
-                return count  # scrolled to the bottom and nothing came: the list is complete
-            break
-        count = more.json_value()
-    # Rows were still arriving: a partial list would misstate every rank below it.
-    raise _Failure(
-        ErrorCode.SCRAPE_TIMEOUT, f"rows still arriving after {budget_s}s of scrolling ({count})"
-    )
-
-
-def _save_artifacts(page: Page, run_id: int, failure: _Failure) -> None:
-    """Keep the failed page's HTML and a screenshot; a page too broken for that is noted."""
-    folder = Path(get_settings().artifacts_dir) / "scrapes"
-    folder.mkdir(parents=True, exist_ok=True)
-    html_path, png_path = folder / f"{run_id}.html", folder / f"{run_id}.png"
+def _with_artifacts(child: _BrowserChild, failure: _Failure) -> _Failure:
+    """`failure` with where the child saved the page, or why it could not."""
     try:
-        html_path.write_text(page.content(), encoding="utf-8")
-        failure.html_path = str(html_path)
-    except PlaywrightError as exc:
-        failure.message += f" (no HTML saved: {exc.message})"
-    try:
-        page.screenshot(path=png_path, timeout=_ARTIFACT_TIMEOUT_MS)
-        failure.screenshot_path = str(png_path)
-    except PlaywrightError as exc:
-        failure.message += f" (no screenshot saved: {exc.message})"
+        answer = child.answer()
+    except _StepOverran as overran:
+        failure.message += (
+            " (no HTML or screenshot saved: the page did not answer within"
+            f" {overran.budget_s:g}s: killed)"
+        )
+        return failure
+    except _Failure as gone:
+        failure.message += f" (no HTML or screenshot saved: {gone.message})"
+        return failure
+    saved = answer.get("artifacts")
+    if saved is None:  # a failure while saving: the child's own words
+        failure.message += f" (no HTML or screenshot saved: {answer})"
+        return failure
+    failure.html_path, failure.screenshot_path = saved["html_path"], saved["screenshot_path"]
+    for note in saved["notes"]:
+        failure.message += f" ({note})"
+    return failure
 
 
 # --- the database ---------------------------------------------------------------------------
@@ -315,7 +363,10 @@ def _start_run(timeframe: Timeframe, trigger: ScrapeTrigger, url: str) -> int:
 
 
 def _store(s: Session, run_id: int, timeframe: Timeframe, snapshot: _PageRead) -> ScrapeStatus:
-    """KOLs, their rows and the rejects, and the run's end: one transaction."""
+    """KOLs, their rows and the rejects, and the run's end: one transaction, on a run that is
+    still RUNNING. The row lock makes the reaper wait for this transaction, and a run it closed
+    first is left as it is."""
+    _lock_running(s, run_id)
     status = ScrapeStatus.PARTIAL if snapshot.rejects else ScrapeStatus.SUCCESS
     kol_ids: dict[str, int] = {}
     if snapshot.parsed:
@@ -371,6 +422,12 @@ def _store(s: Session, run_id: int, timeframe: Timeframe, snapshot: _PageRead) -
     return status
 
 
+def _lock_running(s: Session, run_id: int) -> None:
+    status = s.scalar(sql_select(ScrapeRun.status).where(ScrapeRun.id == run_id).with_for_update())
+    if status != ScrapeStatus.RUNNING.value:
+        raise _RunClosed(run_id)
+
+
 def _insert_rejects(s: Session, run_id: int, rejects: list[Reject]) -> None:
     if rejects:
         s.execute(
@@ -392,23 +449,32 @@ def _insert_rejects(s: Session, run_id: int, rejects: list[Reject]) -> None:
 def _finish_failed(
     run_id: int, timeframe: Timeframe, failure: _Failure, timings: _Timings
 ) -> ScrapeResult:
-    with transaction() as s:
-        # The rejects of an unreadable page are kept: they show what the new layout looks like.
-        _insert_rejects(s, run_id, failure.rejects)
-        s.execute(
-            update(ScrapeRun)
-            .where(ScrapeRun.id == run_id)
-            .values(
-                status=ScrapeStatus.FAILED.value,
-                finished_at=func.now(),
-                rows_found=failure.rows_found,
-                rows_rejected=len(failure.rejects),
-                error_code=failure.code.value,
-                error_message=failure.message,
-                html_path=failure.html_path,
-                screenshot_path=failure.screenshot_path,
+    """Record the run FAILED, unless the reaper closed it first. When even that cannot be
+    written (the database is away), the result still says FAILED: the reaper closes the row."""
+    try:
+        with transaction() as s:
+            _lock_running(s, run_id)
+            # The rejects of an unreadable page are kept: they show what the new layout is.
+            _insert_rejects(s, run_id, failure.rejects)
+            s.execute(
+                update(ScrapeRun)
+                .where(ScrapeRun.id == run_id)
+                .values(
+                    status=ScrapeStatus.FAILED.value,
+                    finished_at=func.now(),
+                    rows_found=failure.rows_found,
+                    rows_rejected=len(failure.rejects),
+                    error_code=failure.code.value,
+                    error_message=failure.message,
+                    html_path=failure.html_path,
+                    screenshot_path=failure.screenshot_path,
+                )
             )
-        )
+    except _RunClosed:
+        return _closed_result(run_id, timeframe, timings)
+    except Exception as exc:
+        log.exception("scrape run %d %s: its failure could not be recorded", run_id, timeframe)
+        failure.message += f" (not recorded: {exc!r})"
     log.warning("scrape run %d %s FAILED %s: %s", run_id, timeframe, failure.code, failure.message)
     return ScrapeResult(
         run_id=run_id,
@@ -426,6 +492,32 @@ def _finish_failed(
         extract_s=timings.extract_s,
         store_s=timings.store_s,
     )
+
+
+def _closed_result(run_id: int, timeframe: Timeframe, timings: _Timings) -> ScrapeResult:
+    """The run as whoever closed it (the reaper) left it; this scrape stored nothing."""
+    with transaction() as s:
+        run = s.get_one(ScrapeRun, run_id)
+        code = ErrorCode(run.error_code) if run.error_code else None
+        log.warning(
+            "scrape run %d %s was closed meanwhile (%s): not stored", run_id, timeframe, code
+        )
+        return ScrapeResult(
+            run_id=run_id,
+            timeframe=timeframe,
+            status=ScrapeStatus(run.status),
+            rows_found=run.rows_found,
+            rows_stored=0,
+            rows_rejected=0,
+            error_code=code,
+            error_message=run.error_message,
+            snapshot_at=None,
+            html_path=run.html_path,
+            screenshot_path=run.screenshot_path,
+            load_s=timings.load_s,
+            extract_s=timings.extract_s,
+            store_s=timings.store_s,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """X API v2 user lookup over httpx: typed failures, bounded retries, rate limits read from headers.
 
+Users are looked up by username (one, or up to 100 a request) or by X user id (up to 100 a
+request): an id never changes with a rename, so it is how an account pinned earlier is read again.
+
 Every failure is an `XApiError` (a `ServiceError` with an `ErrorCode`); nothing returns None or 0
 for a failure. Rate limits are never hard-coded: each response's `x-rate-limit-*` headers are
 remembered per endpoint, and while an endpoint's budget is exhausted the client refuses to call it
@@ -19,7 +22,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -31,10 +34,12 @@ from services.errors import ErrorCode, ServiceError
 log = logging.getLogger(__name__)
 
 HANDLE_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+USER_ID_RE = re.compile(r"^[0-9]{1,19}$")  # X user ids are 64-bit integers, sent as strings
 MAX_BATCH = 100
 # Endpoint names as X documents its rate limits: one budget per endpoint.
 SINGLE_ENDPOINT = "GET /2/users/by/username/:username"
 BATCH_ENDPOINT = "GET /2/users/by"
+IDS_ENDPOINT = "GET /2/users"
 _FIELDS = {"user.fields": "public_metrics"}
 _RESET_MARGIN_S = 0.02
 
@@ -151,6 +156,13 @@ class XInvalidHandle(XRequestError):
     transient = False
 
 
+class XInvalidUserId(XRequestError):
+    """The id is not a possible X user id; nothing was sent."""
+
+    code = ErrorCode.INVALID_INPUT
+    transient = False
+
+
 class XRequestRejected(XRequestError):
     """Another 4xx, or a per-user error of a kind this client does not know."""
 
@@ -195,6 +207,10 @@ def is_valid_handle(handle: str) -> bool:
     return isinstance(handle, str) and HANDLE_RE.fullmatch(handle) is not None
 
 
+def is_valid_user_id(user_id: str) -> bool:
+    return isinstance(user_id, str) and USER_ID_RE.fullmatch(user_id) is not None
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -232,24 +248,62 @@ def _parse_user(obj: Any, fetched_at: dt.datetime) -> XUser:
     )
 
 
-def _user_error(handle: str, entry: Any) -> XApiError:
-    """One entry of X's `errors` array, as the failure it describes."""
+def _user_error(who: str, entry: Any) -> XApiError:
+    """One entry of X's `errors` array about `who` ("@alice", "user 123"), as the failure it
+    describes."""
     if not isinstance(entry, Mapping):
-        return XMalformedResponse(f"@{handle}: error entry is not a JSON object")
+        return XMalformedResponse(f"{who}: error entry is not a JSON object")
     detail = str(entry.get("detail") or entry.get("title") or "no detail")
     kind = str(entry.get("type") or "")
     if "suspended" in detail.lower():
-        return XUserSuspended(f"@{handle} is suspended: {detail}")
+        return XUserSuspended(f"{who} is suspended: {detail}")
     if kind.endswith("/resource-not-found"):
-        return XUserNotFound(f"@{handle} not found: {detail}")
-    return XRequestRejected(f"@{handle}: {detail}")
+        return XUserNotFound(f"{who} not found: {detail}")
+    return XRequestRejected(f"{who}: {detail}")
 
 
-def _entry_handle(entry: Any) -> str | None:
+def _entry_key(entry: Any) -> str | None:
+    """The handle (lower-cased) or id an `errors` entry is about."""
     if not isinstance(entry, Mapping):
         return None
     value = entry.get("value") or entry.get("resource_id")
     return value.lower() if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """One batched way of naming users: by usernames or by ids."""
+
+    endpoint: str
+    path: str
+    param: str
+    valid: Callable[[str], bool]
+    invalid: Callable[[str], XApiError]
+    key: Callable[[str], str]  # what a name asked for is matched on
+    answers: str  # the user object's field that names it
+    who: Callable[[str], str]  # a key, as messages say it
+
+
+_BY_USERNAMES = _Lookup(
+    BATCH_ENDPOINT,
+    "/2/users/by",
+    "usernames",
+    is_valid_handle,
+    lambda h: XInvalidHandle(f"{h!r} is not a valid X handle"),
+    str.lower,
+    "username",
+    lambda key: f"@{key}",
+)
+_BY_IDS = _Lookup(
+    IDS_ENDPOINT,
+    "/2/users",
+    "ids",
+    is_valid_user_id,
+    lambda i: XInvalidUserId(f"{i!r} is not a valid X user id"),
+    str,
+    "id",
+    lambda key: f"user {key}",
+)
 
 
 # -- the client -----------------------------------------------------------------------------------
@@ -439,20 +493,28 @@ class XApiClient:
             return user
         errors = body.get("errors")
         if isinstance(errors, list) and errors:
-            raise _user_error(handle, errors[0])
+            raise _user_error(f"@{handle}", errors[0])
         raise XMalformedResponse("response has neither data nor errors")
 
     def get_users(self, handles: Iterable[str]) -> dict[str, XUser | XApiError]:
         """Many users, at most 100 per request; one result per handle as given (matched without
         regard to case). A failure of the service itself (credentials, rate limit, outage) ends the
         lookup: the handles not yet asked get that same error, without another request."""
+        return self._lookup_many(_BY_USERNAMES, handles)
+
+    def get_users_by_id(self, user_ids: Iterable[str]) -> dict[str, XUser | XApiError]:
+        """Many users by their X user ids (which renames never change), batched and failing as
+        `get_users` does; one result per id as given."""
+        return self._lookup_many(_BY_IDS, user_ids)
+
+    def _lookup_many(self, how: _Lookup, names: Iterable[str]) -> dict[str, XUser | XApiError]:
         results: dict[str, XUser | XApiError] = {}
         spellings: dict[str, list[str]] = {}
-        for handle in handles:
-            if is_valid_handle(handle):
-                spellings.setdefault(handle.lower(), []).append(handle)
+        for name in names:
+            if how.valid(name):
+                spellings.setdefault(how.key(name), []).append(name)
             else:
-                results[handle] = XInvalidHandle(f"{handle!r} is not a valid X handle")
+                results[name] = how.invalid(name)
         keys = list(spellings)
         deadline = self._deadline()
         stop: XApiError | None = None
@@ -463,20 +525,22 @@ class XApiClient:
                 outcome = dict.fromkeys(chunk, stop)
             else:
                 try:
-                    outcome = self._lookup_chunk(chunk, deadline)
+                    outcome = self._lookup_chunk(how, chunk, deadline)
                 except XServiceFailure as exc:
                     stop = exc
                     outcome = dict.fromkeys(chunk, exc)
                 except XApiError as exc:
                     outcome = dict.fromkeys(chunk, exc)
             for key, result in outcome.items():
-                for handle in spellings[key]:
-                    results[handle] = result
+                for name in spellings[key]:
+                    results[name] = result
         return results
 
-    def _lookup_chunk(self, chunk: list[str], deadline: float) -> dict[str, XUser | XApiError]:
-        params = {"usernames": ",".join(chunk), **_FIELDS}
-        body = self._get(BATCH_ENDPOINT, "/2/users/by", params, deadline)
+    def _lookup_chunk(
+        self, how: _Lookup, chunk: list[str], deadline: float
+    ) -> dict[str, XUser | XApiError]:
+        params = {how.param: ",".join(chunk), **_FIELDS}
+        body = self._get(how.endpoint, how.path, params, deadline)
         fetched_at = _utcnow()
         data = body.get("data", [])
         errors = body.get("errors", [])
@@ -485,18 +549,18 @@ class XApiClient:
         wanted = set(chunk)
         found: dict[str, XUser | XApiError] = {}
         for obj in data:
-            name = obj.get("username") if isinstance(obj, Mapping) else None
-            key = name.lower() if isinstance(name, str) else None
+            name = obj.get(how.answers) if isinstance(obj, Mapping) else None
+            key = how.key(name) if isinstance(name, str) else None
             if key in wanted:
                 try:
                     found[key] = _parse_user(obj, fetched_at)
                 except XMalformedResponse as exc:
                     found[key] = exc
         for entry in errors:
-            key = _entry_handle(entry)
+            key = _entry_key(entry)
             if key in wanted and key not in found:
-                found[key] = _user_error(key, entry)
+                found[key] = _user_error(how.who(key), entry)
         return {
-            key: found.get(key) or XMalformedResponse(f"@{key} is absent from the response")
+            key: found.get(key) or XMalformedResponse(f"{how.who(key)} is absent from the response")
             for key in chunk
         }

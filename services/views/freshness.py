@@ -3,7 +3,7 @@
 - follower cache age against OPEN follower markets: the cache row a market would fall back on if
   the X API failed, classified by the resolver's rule (`db.rules.follower_count_usable`) as if
   the market closed now (or at its close, once due);
-- scrape age per timeframe;
+- scrape age per timeframe, against the max scrape lag and the generator's max snapshot age;
 - what would be cancelled if nothing changes: due OPEN markets the resolver cannot decide from
   the data held now, and when it will give up on them (closes_at + the shorter of the grace
   period and the max scrape lag: after that, stale data can no longer become fresh);
@@ -83,15 +83,24 @@ def _minutes(value: int) -> dt.timedelta:
 # The cache row of KOL A of every OPEN follower market, classified by the resolver's rule at
 # least(now, closes_at): a count from before the open, older than the max age, later than the
 # lag after the close, or dated in the future is STALE.
+_PINNED = rules.sql(rules.pinned_x_user_id(_M))
+
+# Every OPEN follower market with the latest cached count of the account it was opened on, FRESH
+# when some cached count of that account may stand for the count at min(now, close) as the
+# resolver decides it.
 _FOLLOWER_MARKETS = f"""
-    SELECT m.id AS market_id, m.title, m.opens_at, m.closes_at, k.x_handle AS handle,
-           c.followers, c.fetched_at,
-           CASE WHEN k.x_handle IS NULL THEN '{FollowerState.NO_HANDLE}'
-                WHEN c.fetched_at IS NULL THEN '{FollowerState.NEVER_FETCHED}'
-                WHEN {_USABLE_NOW} THEN '{FollowerState.FRESH}'
+    SELECT m.id AS market_id, m.title, m.opens_at, m.closes_at,
+           m.baseline -> 'a' ->> 'x_handle' AS handle, latest.followers, latest.fetched_at,
+           CASE WHEN {_PINNED} IS NULL THEN '{FollowerState.NO_HANDLE}'
+                WHEN latest.fetched_at IS NULL THEN '{FollowerState.NEVER_FETCHED}'
+                WHEN EXISTS (SELECT 1 FROM follower_cache c
+                             WHERE c.x_user_id = {_PINNED} AND {_USABLE_NOW})
+                THEN '{FollowerState.FRESH}'
                 ELSE '{FollowerState.STALE}' END AS state
-    FROM markets m JOIN kols k ON k.id = m.kol_a_id
-    LEFT JOIN follower_cache c ON c.handle = lower(k.x_handle)
+    FROM markets m
+    LEFT JOIN LATERAL (SELECT c.followers, c.fetched_at FROM follower_cache c
+                       WHERE c.x_user_id = {_PINNED}
+                       ORDER BY c.fetched_at DESC LIMIT 1) latest ON true
     WHERE m.status = '{_OPEN}' AND m.type = '{_FOLLOWER_GROWTH}'"""
 
 
@@ -153,6 +162,9 @@ class ScrapeAge:
     last_good_at: dt.datetime | None  # snapshot time of the latest usable run
     age_s: float | None
     stale: bool  # older than the max scrape lag: a market closing now could not use it
+    # Older than GENERATOR_MAX_SNAPSHOT_AGE_MINUTES (or none): the generator opens no market
+    # of this timeframe.
+    too_old_to_generate: bool
     last_status: str | None
     last_started_at: dt.datetime | None
     last_error_code: str | None
@@ -161,7 +173,9 @@ class ScrapeAge:
 
 
 def scrape_ages() -> list[ScrapeAge]:
-    lag = _minutes(get_settings().max_scrape_lag_minutes)
+    settings = get_settings()
+    lag = _minutes(settings.max_scrape_lag_minutes)
+    generator_max_age = _minutes(settings.generator_max_snapshot_age_minutes)
     with read_session() as s:
         rows = s.execute(
             text(
@@ -188,6 +202,7 @@ def scrape_ages() -> list[ScrapeAge]:
             last_good_at=r.last_good_at,
             age_s=float(r.age_s) if r.age_s is not None else None,
             stale=r.age_s is None or r.age_s > lag.total_seconds(),
+            too_old_to_generate=r.age_s is None or r.age_s > generator_max_age.total_seconds(),
             last_status=r.status,
             last_started_at=r.started_at,
             last_error_code=r.error_code,
@@ -211,16 +226,16 @@ _BLOCKED = f"""
            d.code
     FROM (SELECT m.id, m.type, m.title, m.closes_at,
                  CASE WHEN m.type = '{_FOLLOWER_GROWTH}' THEN
-                        CASE WHEN k.x_handle IS NULL THEN '{ErrorCode.MISSING_METADATA}'
+                        CASE WHEN {_PINNED} IS NULL THEN '{ErrorCode.MISSING_METADATA}'
                              WHEN NOT EXISTS (SELECT 1 FROM follower_cache c
-                                  WHERE c.handle = lower(k.x_handle) AND {_USABLE_AT_CLOSE})
+                                  WHERE c.x_user_id = {_PINNED} AND {_USABLE_AT_CLOSE})
                              THEN '{ErrorCode.STALE_FOLLOWER_DATA}' END
                       WHEN m.timeframe IS NULL THEN '{ErrorCode.MISSING_METADATA}'
                       WHEN NOT EXISTS (SELECT 1 FROM scrape_runs r
                            WHERE r.timeframe = m.timeframe AND {_USABLE_RUN}
                              AND r.snapshot_at BETWEEN m.closes_at AND m.closes_at + :lag)
                       THEN '{ErrorCode.STALE_SCRAPE_DATA}' END AS code
-          FROM markets m JOIN kols k ON k.id = m.kol_a_id
+          FROM markets m
           WHERE {rules.sql(rules.due(_M))}) d
     WHERE d.code IS NOT NULL"""
 

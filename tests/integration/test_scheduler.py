@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -16,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from apscheduler.triggers.interval import IntervalTrigger
 
 import scheduler
 from config import PROJECT_ROOT
@@ -27,6 +25,7 @@ from services.ops import jobs
 from services.vocabulary import MarketType
 from tests.conftest import Standins
 from tests.support.factories import new_market
+from tests.support.processes import browsers_watched
 
 
 def _runs(db: str, job: str) -> list[tuple[str, Any, str | None]]:
@@ -95,24 +94,25 @@ def test_a_failing_job_is_recorded_failed_and_the_caller_goes_on(
     assert scheduler.run_job("scrape_daily") is True
 
 
-def test_a_hung_job_is_bounded_by_its_timeout(
+def test_a_hung_job_is_killed_at_its_deadline_and_the_next_run_goes_ahead(
     db: str, standins: Standins, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    hang = scheduler.JobSpec(
-        "hang", lambda ctx: release.wait(30), lambda: IntervalTrigger(seconds=3600), 1
-    )
-    monkeypatch.setattr(scheduler, "job_specs", lambda: {"hang": hang})
-    started = time.monotonic()
-    assert scheduler.run_job("hang", timeout_s=0.5) is False
-    assert time.monotonic() - started < 5
-    assert [r[0] for r in _runs(db, "hang")] == ["TIMEOUT"]
-    # While it still hangs, the next run is refused rather than stacked on top of it.
-    assert scheduler.run_job("hang", timeout_s=0.5) is False
-    assert [r[0] for r in _runs(db, "hang")] == ["TIMEOUT", "FAILED"]
-    release.set()
-    time.sleep(0.3)
-    assert [r[0] for r in _runs(db, "hang")] == ["TIMEOUT", "FAILED"]  # TIMEOUT kept
+    # A page that never yields, and a scrape budget far beyond the job's deadline: the job
+    # really hangs, in Playwright, until something kills it.
+    standins.kolscan.set_variant("busy")
+    monkeypatch.setenv("SCRAPE_TIMEOUT_S", "600")
+    with browsers_watched() as chromium:
+        started = time.monotonic()
+        assert scheduler.run_job("scrape_daily", timeout_s=4) is False
+        took = time.monotonic() - started
+    assert chromium, "the hung job never started a browser"
+    assert took < 4 + 3
+    [(status, _counts, error)] = _runs(db, "scrape_daily")
+    assert status == "TIMEOUT" and "killed" in error
+    # The next run is not refused because of the hung one: it runs, and succeeds.
+    standins.kolscan.set_variant("normal")
+    assert scheduler.run_job("scrape_daily", timeout_s=60) is True
+    assert [r[0] for r in _runs(db, "scrape_daily")] == ["TIMEOUT", "SUCCESS"]
 
 
 def test_run_once_command_line(db: str, standins: Standins) -> None:
@@ -282,3 +282,94 @@ def test_runs_left_running_by_a_dead_process_are_reaped(db: str, standins: Stand
         ).fetchall()
     assert jobs_left == [(1, "FAILED"), (2, "RUNNING")]  # the live one is left alone
     assert scrapes == [("FAILED", "ABANDONED"), ("RUNNING", None)]
+
+
+def _markets_needing_a_fresh_scrape(db: str, count: int) -> list[int]:
+    """Due markets whose close comes after the only snapshot: deciding them needs an on-demand
+    scrape of the daily board."""
+    from services.sources import scraper
+
+    scraper.scrape_leaderboard("daily", trigger="MANUAL")
+    with psycopg.connect(db) as conn:
+        kol_ids = [k for (k,) in conn.execute("SELECT id FROM kols ORDER BY id LIMIT 5")]
+    with transaction() as s:
+        users.fund_house(s, Decimal("100000"), key="house", actor="test")
+    now = dt.datetime.now(dt.UTC)
+    market_ids = []
+    for i in range(count):
+        with transaction() as s:
+            market_ids.append(
+                new_market(
+                    s,
+                    kol_a_id=kol_ids[i % len(kol_ids)],
+                    type=MarketType.SOL_GAIN_THRESHOLD,
+                    threshold=Decimal(i - 2),
+                    baseline={"a": {"rank": 1}},
+                    opens_at=now - dt.timedelta(hours=1),
+                    closes_at=now + dt.timedelta(hours=1),
+                )
+            )
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE markets SET closes_at = now()")
+    return market_ids
+
+
+def _resolve_runs(db: str) -> list[tuple[str, dt.datetime, dt.datetime | None]]:
+    with psycopg.connect(db) as conn:
+        return conn.execute(  # type: ignore[return-value]
+            "SELECT status, started_at, finished_at FROM job_runs WHERE job = 'resolve' ORDER BY id"
+        ).fetchall()
+
+
+RESOLVE_EVERY_S = 4
+HUNG_JOB_TIMEOUT_S = 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schedulers", [1, 2], ids=["one scheduler", "with a standby"])
+def test_resolution_stalls_at_most_one_interval_after_a_hung_job(
+    db: str, standins: Standins, spawn: Callable[..., Any], schedulers: int
+) -> None:
+    market_ids = _markets_needing_a_fresh_scrape(db, 5)
+    # The resolve job's on-demand scrape meets a page that never yields, with a scrape budget
+    # far beyond the job's deadline: the job hangs for real.
+    standins.kolscan.set_variant("busy")
+    env = {
+        **QUIET,
+        "RESOLVE_INTERVAL_S": str(RESOLVE_EVERY_S),
+        "JOB_TIMEOUT_S": str(HUNG_JOB_TIMEOUT_S),
+        "SCRAPE_TIMEOUT_S": "600",
+    }
+    procs = [spawn(**env)]
+    _wait(lambda: len(_leaders(db)) == 1, 30, "a leader")
+    if schedulers == 2:
+        procs.append(spawn(**env))
+        _wait(lambda: len(jobs.scheduler_state().instances) == 2, 30, "the standby")
+
+    _wait(lambda: any(r[0] == "TIMEOUT" for r in _resolve_runs(db)), 60, "the hung resolve run")
+    standins.kolscan.set_variant("normal")  # the page recovers; resolution must follow at once
+
+    def resolved_after_the_hung_run() -> bool:
+        statuses = [r[0] for r in _resolve_runs(db)]
+        return _final(db) >= len(market_ids) and "SUCCESS" in statuses[statuses.index("TIMEOUT") :]
+
+    _wait(resolved_after_the_hung_run, 60, "the markets to be resolved after the hung run")
+    runs = _resolve_runs(db)
+    hung = next(i for i, r in enumerate(runs) if r[0] == "TIMEOUT")
+    assert hung + 1 < len(runs), runs
+    timed_out_at = runs[hung][2]
+    following = runs[hung + 1]
+    assert timed_out_at is not None
+    # The next run starts within one interval of the hung one's deadline, and it decides.
+    assert (following[1] - timed_out_at).total_seconds() <= RESOLVE_EVERY_S + 1.5, runs
+    assert following[0] == "SUCCESS", runs
+    with psycopg.connect(db) as conn:
+        statuses = conn.execute(
+            "SELECT DISTINCT status FROM markets WHERE id = ANY(%s)", (market_ids,)
+        ).fetchall()
+    assert statuses == [("RESOLVED",)]
+    assert check_integrity().ok
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        assert proc.wait(timeout=30) == 0

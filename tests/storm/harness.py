@@ -50,6 +50,7 @@ from services.money.markets import MarketSpec, open_market
 from services.ops import operator
 from services.ops.auth import Principal
 from services.sources import followers, scraper
+from standins.xapi_standin import user_id
 from tests.storm import invariants
 from tests.storm.invariants import Result, Window
 from tests.support.factories import market_spec
@@ -394,7 +395,15 @@ class Storm:
                     "SELECT followers FROM follower_cache WHERE handle = %s",
                     ((a_handle or "").lower(),),
                 ).fetchone()
-            baseline = {"a": {"kol_id": a_id, "followers": row[0] if row else 100_000}}
+            # Pinned to the account the stand-in gives the handle, as the generator pins it.
+            baseline = {
+                "a": {
+                    "kol_id": a_id,
+                    "followers": row[0] if row else 100_000,
+                    "x_user_id": user_id(a_handle or ""),
+                    "x_handle": (a_handle or "").lower(),
+                }
+            }
             threshold = Decimal(rng.randint(1, 300))
             timeframe = None
         if rng.random() < 0.05:

@@ -194,6 +194,9 @@ def _evidence_problem(
         start = max(market.opens_at, market.closes_at - window.max_age)
         if not isinstance(ev.get("followers"), int):
             return "follower evidence without a count"
+        pinned = ((market.baseline or {}).get("a") or {}).get("x_user_id")
+        if pinned is None or ev.get("x_user_id") != pinned:
+            return f"counted X account {ev.get('x_user_id')!r}, the market pinned {pinned!r}"
         if not start <= at <= end:
             return f"follower count fetched_at {at} outside [{start}, {end}]"
         return None
@@ -213,7 +216,9 @@ def _resolved_attempts(s: Session) -> list[Any]:
 def _evidence_in_window(s: Session, window: Window) -> Result:
     markets = {
         m.id: m
-        for m in s.execute(text("SELECT id, type, timeframe, opens_at, closes_at FROM markets"))
+        for m in s.execute(
+            text("SELECT id, type, timeframe, opens_at, closes_at, baseline FROM markets")
+        )
     }
     runs = {
         r.id: r

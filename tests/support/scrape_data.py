@@ -14,6 +14,7 @@ import psycopg
 from db.engine import transaction
 from services.money import users
 from services.vocabulary import ScrapeStatus, ScrapeTrigger
+from standins.xapi_standin import user_id
 from tests.support.factories import new_named_kol
 
 NOW = dt.datetime.now(dt.UTC)
@@ -97,9 +98,11 @@ def scrape_run(
 
 
 def cached_count(db: str, handle: str, fetched_at: dt.datetime) -> None:
-    """A follower cache row of 1,000 followers for `handle`."""
+    """A follower cache row of 1,000 followers for `handle`, of the account the X stand-in
+    gives that handle."""
     with psycopg.connect(db) as conn:
         conn.execute(
-            "INSERT INTO follower_cache (handle, followers, fetched_at) VALUES (%s, 1000, %s)",
-            (handle, fetched_at),
+            "INSERT INTO follower_cache (handle, x_user_id, followers, fetched_at)"
+            " VALUES (%s, %s, 1000, %s)",
+            (handle, user_id(handle), fetched_at),
         )

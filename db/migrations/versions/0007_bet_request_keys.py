@@ -1,8 +1,9 @@
-"""bets: an optional caller-supplied request key, unique per user
+"""bets: an optional caller-supplied request key, unique per user, and the slippage limit
 
 A caller whose connection broke while committing cannot tell whether its bet was placed; with a
-request key, retrying returns the original bet instead of placing a second one. Only keyed bets
-are indexed, so unkeyed placement writes nothing more.
+request key, retrying returns the original bet instead of placing a second one (a retry is the
+same request when its market, side, action, amount and slippage limit are the bet's). Only keyed
+bets are indexed, so unkeyed placement writes nothing more.
 
 Revision ID: 0007
 Revises: 0006
@@ -21,6 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("bets", sa.Column("request_key", sa.Text(), nullable=True))
+    op.add_column("bets", sa.Column("max_slippage", sa.Numeric(), nullable=True))
     op.create_index(
         "uq_bets_user_request_key",
         "bets",
@@ -32,4 +34,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("uq_bets_user_request_key", table_name="bets")
+    op.drop_column("bets", "max_slippage")
     op.drop_column("bets", "request_key")

@@ -54,8 +54,10 @@ def test_fillfactor_and_partial_indexes_are_in_place(database_url: str) -> None:
         ).fetchall()
     assert options == {"bets": ["fillfactor=90"], "positions": ["fillfactor=90"]}
     assert sorted(p for (p,) in partial) == [
+        "ix_alert_deliveries_pending",
         "ix_scrape_runs_usable_snapshot",
         "uq_accounts_system_kind",
+        "uq_alerts_firing_rule_key",
         "uq_bets_user_request_key",
         "uq_ledger_entries_reverses_entry_id",
         "uq_markets_open_question",

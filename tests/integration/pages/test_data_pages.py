@@ -22,6 +22,7 @@ from services.money import users
 from services.ops import audit, auth
 from services.ops.auth import Principal
 from services.vocabulary import MarketType, Timeframe
+from standins.xapi_standin import user_id
 from tests.support.factories import new_market
 from tests.support.pages import dashboard_app
 
@@ -107,8 +108,9 @@ def planted(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
             " ORDER BY wallet, run_id DESC"
         )
         conn.execute(
-            "INSERT INTO follower_cache (handle, followers, fetched_at)"
-            " VALUES ('fol', 500, now() - interval '3 days')"
+            "INSERT INTO follower_cache (handle, x_user_id, followers, fetched_at)"
+            " VALUES ('fol', %s, 500, now() - interval '3 days')",
+            (user_id("fol"),),
         )
         conn.execute(
             "INSERT INTO job_runs (job, host, pid, started_at, finished_at, status, error) VALUES"
@@ -135,7 +137,7 @@ def planted(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
             title=EVIL,
             timeframe=None,
             threshold=Decimal(10),
-            baseline={"a": {"followers": 500}},
+            baseline={"a": {"followers": 500, "x_user_id": user_id("fol"), "x_handle": "fol"}},
             opens_at=now - dt.timedelta(days=1),
             closes_at=now + dt.timedelta(days=1),
         )

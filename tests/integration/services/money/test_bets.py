@@ -534,3 +534,164 @@ def test_a_connection_killed_while_committing_is_reported_not_retried(
     assert _snapshot() == before
     place_bet(user_id=world.rich, market_id=world.market, side="YES", action="BUY", amount=D(5))
     assert check_integrity().ok
+
+
+# -- request keys: a bet the caller can retry safely -----------------------------------------------
+
+
+def _keyed(world: World, key: object, **change: Any) -> Any:
+    bet: dict[str, Any] = {
+        "user_id": world.user,
+        "market_id": world.market,
+        "side": "NO",
+        "action": "BUY",
+        "amount": D("7.50"),
+        "request_key": key,
+    }
+    return place_bet(**(bet | change))
+
+
+def _bets_with_key(user: int, key: str) -> int:
+    with transaction() as s:
+        return s.execute(
+            text("SELECT count(*) FROM bets WHERE user_id = :u AND request_key = :k"),
+            {"u": user, "k": key},
+        ).scalar_one()
+
+
+def test_the_same_key_twice_returns_the_original_receipt_and_places_one_bet(
+    world: World,
+) -> None:
+    first = _keyed(world, "order-1")
+    after_first = _snapshot()
+    again = _keyed(world, "order-1")
+    assert again == first  # bet id, shares, money, fee and both prices
+    assert _snapshot() == after_first  # no second bet, ledger transaction, balance or pool change
+    assert _bets_with_key(world.user, "order-1") == 1
+    assert len(_ledger(first.bet_id)) == 3
+    # A sale is replayed the same way, and so is a limit given with the same value.
+    sold = _keyed(world, "order-2", side="YES", action="SELL", amount=D(1), max_slippage=D("0.5"))
+    after_sale = _snapshot()
+    same = {"side": "YES", "action": "SELL", "amount": D("1.000"), "max_slippage": D("0.50")}
+    assert _keyed(world, "order-2", **same) == sold
+    assert _snapshot() == after_sale
+    assert check_integrity().ok
+
+
+def test_a_replay_is_returned_whatever_happened_since(world: World) -> None:
+    # The original spent the whole balance and moved the price, then the market closed: a retry
+    # must still get the receipt, not INSUFFICIENT_BALANCE, SLIPPAGE_EXCEEDED or MARKET_CLOSED.
+    first = _keyed(world, "all-in", amount=D(90), max_slippage=D("0.2"))
+    with transaction() as s:
+        assert user_balance(s, world.user) == 0
+        s.execute(
+            text("UPDATE markets SET closes_at = now() - interval '1 second' WHERE id = :m"),
+            {"m": world.market},
+        )
+    before = _snapshot()
+    assert _keyed(world, "all-in", amount=D(90), max_slippage=D("0.2")) == first
+    assert _snapshot() == before
+    assert check_integrity().ok
+
+
+# Each case: what differs from the original keyed buy of 7.50 NO on the open market.
+KEY_REUSES: list[tuple[str, Callable[[World], dict[str, Any]]]] = [
+    ("amount", lambda w: {"amount": D("7.51")}),
+    ("side", lambda w: {"side": "YES"}),
+    ("action", lambda w: {"action": "SELL"}),
+    ("market", lambda w: {"market_id": w.closed}),
+    ("unknown market", lambda w: {"market_id": 987654}),
+    ("a slippage limit added", lambda w: {"max_slippage": D("0.5")}),
+]
+
+
+@pytest.mark.parametrize(("case", "change"), KEY_REUSES, ids=[c for c, _ in KEY_REUSES])
+def test_the_same_key_with_other_parameters_is_refused_and_changes_nothing(
+    world: World, case: str, change: Callable[[World], dict[str, Any]]
+) -> None:
+    first = _keyed(world, "order-1")
+    before = _snapshot()
+    with pytest.raises(ServiceError) as err:
+        _keyed(world, "order-1", **change(world))
+    assert err.value.code == ErrorCode.IDEMPOTENCY_KEY_REUSED, err.value
+    assert err.value.details["bet_id"] == first.bet_id
+    assert _snapshot() == before
+    assert check_integrity().ok
+
+
+def test_a_slippage_limit_changed_or_dropped_is_other_parameters(world: World) -> None:
+    _keyed(world, "limited", max_slippage=D("0.5"))
+    before = _snapshot()
+    for limit in (D("0.4"), None):
+        with pytest.raises(ServiceError) as err:
+            _keyed(world, "limited", max_slippage=limit)
+        assert err.value.code == ErrorCode.IDEMPOTENCY_KEY_REUSED
+    assert _snapshot() == before
+
+
+def test_keys_are_per_user_and_unkeyed_bets_are_never_replays(world: World) -> None:
+    mine = _keyed(world, "shared-key")
+    theirs = _keyed(world, "shared-key", user_id=world.rich)
+    assert theirs.bet_id != mine.bet_id
+    assert _bets_with_key(world.user, "shared-key") == _bets_with_key(world.rich, "shared-key") == 1
+    one = _keyed(world, None, amount=D(1))
+    two = _keyed(world, None, amount=D(1))
+    assert one.bet_id != two.bet_id
+    assert _bets_of(world.user) == 1 + 3  # the world's bet, the keyed one, two unkeyed
+    assert check_integrity().ok
+
+
+BAD_KEYS: list[tuple[str, object]] = [
+    ("empty", ""),
+    ("blank", "   "),
+    ("too long", "k" * 129),
+    ("NUL", "order\x00-1"),
+    ("not a string", 12345),
+    ("bytes", b"order-1"),
+]
+
+
+@pytest.mark.parametrize(("case", "key"), BAD_KEYS, ids=[c for c, _ in BAD_KEYS])
+def test_bad_request_keys_are_refused_and_change_nothing(
+    world: World, case: str, key: object
+) -> None:
+    before = _snapshot()
+    with pytest.raises(ServiceError) as err:
+        _keyed(world, key)
+    assert err.value.code == ErrorCode.INVALID_INPUT, err.value
+    assert _snapshot() == before
+
+
+def test_the_longest_key_is_accepted_and_surrounding_blanks_are_not_part_of_it(
+    world: World,
+) -> None:
+    longest = "k" * 128
+    assert _keyed(world, longest) == _keyed(world, longest)
+    padded = _keyed(world, " order-9 ")
+    assert _keyed(world, "order-9") == padded
+    assert _bets_with_key(world.user, "order-9") == 1
+
+
+def test_a_duplicate_the_lookup_missed_is_stopped_by_the_unique_index(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup in the first batch is blinded once: the bet's INSERT then fails on the unique
+    index, the whole transaction rolls back, and placement runs again and finds the original."""
+    from services.money import bets
+
+    first = _keyed(world, "order-1")
+    before = _snapshot()
+    real_place, real_find, calls = bets._place, bets._FIND_KEYED, []
+
+    def place(conn: Any, request: Any) -> Any:
+        calls.append(request)
+        monkeypatch.setattr(
+            bets, "_FIND_KEYED", real_find + (" AND false" if len(calls) == 1 else "")
+        )
+        return real_place(conn, request)
+
+    monkeypatch.setattr(bets, "_place", place)
+    assert _keyed(world, "order-1") == first
+    assert len(calls) == 2
+    assert _snapshot() == before
+    assert check_integrity().ok

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import queue
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from config import get_settings
 from db.engine import read_session, transaction
 from services.errors import ErrorCode, ServiceError
-from services.money import users
+from services.money import bets, users
 from services.money.bets import place_bet
 from services.money.integrity import check_integrity
 from services.money.pricing import SHARE_QUANTUM, Pools, TradeLimits, quote
@@ -284,3 +288,174 @@ def test_two_processes_of_four_threads_racing_the_close(db: str) -> None:
         p.join(timeout=30)
         assert p.exitcode == 0
     _check_everything(total, user_ids, markets, racing)
+
+
+# -- one request key, many racing callers ---------------------------------------------------------
+
+KEYED_BUY = {"side": "NO", "action": "BUY", "amount": D("12.34")}
+
+
+def _keyed_setup() -> tuple[int, int]:
+    user_ids, markets, _ = _setup()
+    return user_ids[0], markets[0]
+
+
+def _race_one_key(user: int, market: int, n: int, start: Any, out: Any, amounts: list[Any]) -> None:
+    """`n` threads place the bet keyed 'race-key' at once; each puts its receipt or refusal."""
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            bet = KEYED_BUY | {"amount": amounts[i % len(amounts)]}
+            out.put(place_bet(user_id=user, market_id=market, request_key="race-key", **bet))
+        except ServiceError as exc:
+            out.put((exc.code.value, exc.details.get("bet_id")))
+        except Exception as exc:
+            out.put(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+
+def _keyed_bets(user: int) -> list[tuple[Any, ...]]:
+    with read_session() as s:
+        rows = s.execute(
+            text("SELECT id, amount FROM bets WHERE user_id = :u AND request_key = 'race-key'"),
+            {"u": user},
+        ).all()
+    return [tuple(r) for r in rows]
+
+
+def _check_one_keyed_bet(user: int, outcomes: list[Any]) -> None:
+    placed = _keyed_bets(user)
+    assert len(placed) == 1, placed
+    receipts = [o for o in outcomes if not isinstance(o, tuple | str)]
+    assert receipts and all(r == receipts[0] for r in receipts), outcomes
+    assert receipts[0].bet_id == placed[0][0] and receipts[0].money == placed[0][1]
+    with read_session() as s:
+        count = s.execute(
+            text("SELECT count(*) FROM ledger_transactions WHERE bet_id = :b"), {"b": placed[0][0]}
+        ).scalar()
+        bets_count = s.execute(text("SELECT bets_count FROM users WHERE id = :u"), {"u": user})
+        assert count == 1 and bets_count.scalar() == 1
+    report = check_integrity()
+    assert report.ok, report.violations
+
+
+def test_eight_threads_racing_one_key_place_one_bet(db: str) -> None:
+    user, market = _keyed_setup()
+    start, out = threading.Barrier(8), queue.Queue()
+    _race_one_key(user, market, 8, start, out, [KEYED_BUY["amount"]])
+    outcomes = [out.get(timeout=5) for _ in range(8)]
+    assert not [o for o in outcomes if isinstance(o, tuple | str)], outcomes
+    _check_one_keyed_bet(user, outcomes)
+
+
+def test_threads_racing_one_key_with_other_amounts_get_the_bet_or_a_refusal(db: str) -> None:
+    user, market = _keyed_setup()
+    start, out = threading.Barrier(8), queue.Queue()
+    _race_one_key(user, market, 8, start, out, [D("12.34"), D("43.21")])
+    outcomes = [out.get(timeout=5) for _ in range(8)]
+    _check_one_keyed_bet(user, outcomes)
+    (bet_id, amount) = _keyed_bets(user)[0]
+    # Whoever's amount won, the callers with the other amount are told the key is taken.
+    refused = [o for o in outcomes if isinstance(o, tuple)]
+    assert refused == [(ErrorCode.IDEMPOTENCY_KEY_REUSED.value, bet_id)] * 4, outcomes
+    assert all(r.money == amount for r in outcomes if not isinstance(r, tuple | str))
+
+
+def _keyed_process_main(user: int, market: int, start: Any, out: Any) -> None:
+    _race_one_key(user, market, 4, start, out, [KEYED_BUY["amount"]])
+
+
+@pytest.mark.slow
+def test_two_processes_racing_one_key_place_one_bet(db: str) -> None:
+    user, market = _keyed_setup()
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(8), ctx.Queue()
+    procs = [ctx.Process(target=_keyed_process_main, args=(user, market, start, out)) for _ in "ab"]
+    for p in procs:
+        p.start()
+    outcomes = [out.get(timeout=120) for _ in range(8)]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert not [o for o in outcomes if isinstance(o, tuple | str)], outcomes
+    _check_one_keyed_bet(user, outcomes)
+
+
+# -- a connection lost while committing, then the same request again ------------------------------
+
+
+def _kill_once_it_waits(db: str, blocker: Any) -> None:
+    """Terminate the bet's backend once it is queued on a lock `blocker` holds; release it."""
+    with psycopg.connect(db, autocommit=True) as admin:
+        for _ in range(500):
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kolops'"
+                " AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row:
+                admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the bet never queued on the lock")
+    blocker.rollback()
+
+
+def test_a_keyed_bet_killed_while_committing_is_placed_once_by_its_retry(db: str) -> None:
+    user, market = _keyed_setup()
+    outcome: list[BaseException] = []
+
+    def bet() -> None:
+        try:
+            place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    with psycopg.connect(db) as blocker:
+        # The fee account's row: the bet's ledger post, queued with COMMIT, waits on it.
+        blocker.execute("SELECT 1 FROM accounts WHERE kind = 'FEE' FOR UPDATE")
+        bettor = threading.Thread(target=bet)
+        bettor.start()
+        _kill_once_it_waits(db, blocker)
+        bettor.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg.OperationalError), outcome
+    assert "request_key" in "\n".join(getattr(outcome[0], "__notes__", [])), outcome[0]
+    # The caller cannot tell whether it was placed; retrying with the key is safe either way.
+    first = place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
+    again = place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
+    assert again == first
+    _check_one_keyed_bet(user, [first, again])
+
+
+def test_a_keyed_bet_committed_but_reported_lost_is_returned_by_its_retry(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server committed, then the reply never arrived (the connection broke between COMMIT
+    and its result): the seam lets the real transaction commit, then raises what psycopg raises
+    for a connection lost while committing."""
+    user, market = _keyed_setup()
+    real = bets.pipelined
+    lost = []
+
+    @contextmanager
+    def commit_then_lose_the_reply() -> Iterator[Any]:
+        with real() as conn:
+            yield conn
+        if not lost:
+            lost.append(True)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(bets, "pipelined", commit_then_lose_the_reply)
+    with pytest.raises(psycopg.OperationalError) as err:
+        place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
+    assert "request_key" in "\n".join(getattr(err.value, "__notes__", []))
+    assert len(_keyed_bets(user)) == 1  # it was placed; the caller does not know
+    retried = place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
+    assert retried.bet_id == _keyed_bets(user)[0][0]
+    _check_one_keyed_bet(user, [retried])

@@ -21,6 +21,7 @@ from services.money.integrity import check_integrity
 from services.ops import audit, operator
 from services.ops.auth import Principal
 from services.vocabulary import MarketType, Result
+from standins.xapi_standin import user_id
 from tests.conftest import Standins
 from tests.support.factories import close_market
 from tests.support.pages import (
@@ -338,7 +339,13 @@ def test_retry_resolution_runs_the_resolver_now(db: str, standins: Standins) -> 
         type=MarketType.FOLLOWER_GROWTH,
         x_handle=row.x_handle,
         threshold=D(500),
-        baseline={"a": {"followers": 1000}},
+        baseline={
+            "a": {
+                "followers": 1000,
+                "x_user_id": user_id(row.x_handle),
+                "x_handle": row.x_handle.lower(),
+            }
+        },
         timeframe=None,
     )
     ids = bet_on(market_id, TRADES)

@@ -4,7 +4,10 @@ without a role or a reason; a quarantined run is no longer used."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -13,8 +16,11 @@ from services.errors import ErrorCode, ServiceError
 from services.ops import audit
 from services.ops import quarantine as quarantine_ops
 from services.ops.auth import Principal
+from services.resolution import resolver
 from services.views import kols as kol_views
-from tests.support.scrape_data import NOW, board, scrape_run
+from tests.support.factories import new_market
+from tests.support.scrape_data import NOW, board, fund_house, kol, scrape_run
+from tests.support.settling import checkpoint
 
 ANALYST = Principal("ana", "analyst")
 VIEWER = Principal("vic", "viewer")
@@ -83,3 +89,61 @@ def test_quarantine_refusals_change_nothing_and_are_audited(db: str) -> None:
         quarantine_ops.set_quarantine(ANALYST, run_id + 999, True, "gone")
     assert err.value.code == ErrorCode.NOT_FOUND
     assert _quarantine_state(run_id) == (False, None, None)
+
+
+def _waiting_on_a_lock(db: str) -> bool:
+    with psycopg.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query ILIKE '%scrape_runs%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_quarantine_waits_for_a_settlement_in_flight_from_that_run(db: str) -> None:
+    """The settlement holds the run it decided from under a share lock until it commits: the
+    quarantine waits for it (and any settlement after the quarantine sees it)."""
+    fund_house()
+    kol_id = kol("A", "W001", None)
+    run_id = scrape_run(db, "daily", NOW, board(3))
+    with transaction() as s:
+        market_id = new_market(
+            s,
+            kol_a_id=kol_id,
+            opens_at=NOW - dt.timedelta(hours=1),
+            closes_at=NOW - dt.timedelta(minutes=1),
+        )
+    quarantined: list[quarantine_ops.QuarantineResult] = []
+    analyst = threading.Thread(
+        target=lambda: quarantined.append(
+            quarantine_ops.set_quarantine(ANALYST, run_id, True, "ranks shifted")
+        )
+    )
+    blocked: list[bool] = []
+
+    def mid_settlement(step: str) -> None:
+        if step != "before_commit" or blocked:
+            return
+        analyst.start()
+        deadline = time.monotonic() + 5
+        while analyst.is_alive() and not _waiting_on_a_lock(db) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        blocked.append(analyst.is_alive() and _waiting_on_a_lock(db))
+
+    with checkpoint(mid_settlement):
+        report = resolver.sweep()
+    analyst.join(timeout=10)
+
+    assert blocked == [True], "the quarantine did not wait for the settlement in flight"
+    assert report.resolved_yes == 1
+    assert quarantined and quarantined[0].applied
+    assert _quarantine_state(run_id)[0] is True
+    with transaction() as s:
+        resolved_at, quarantined_at = s.execute(
+            text(
+                "SELECT m.resolved_at, r.quarantined_at FROM markets m, scrape_runs r"
+                " WHERE m.id = :m AND r.id = :r"
+            ),
+            {"m": market_id, "r": run_id},
+        ).one()
+    assert quarantined_at > resolved_at

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 from sqlalchemy import func, select
 
 from db import rules
@@ -20,18 +21,20 @@ from services.sources.followers import (
     FollowerReading,
     RefreshReport,
     fetch_followers,
+    fetch_followers_by_id,
     refresh_open_market_handles,
     usable_cached_reading,
 )
 from services.sources.xapi import (
     BATCH_ENDPOINT,
+    IDS_ENDPOINT,
     XApiClient,
     XRateLimited,
     XUnavailable,
     XUserNotFound,
     XUserSuspended,
 )
-from standins.xapi_standin import XApiStandin
+from standins.xapi_standin import XApiStandin, user_id
 
 TOKEN = "tok-F0llowerSecret-987654"
 UTC = dt.UTC
@@ -105,14 +108,64 @@ def test_success_writes_cache_and_history_failures_write_nothing(
         "lag": dt.timedelta(minutes=60),
         "now": fetched_at + dt.timedelta(minutes=1),
     }
+    assert reading.x_user_id == user_id("cented_sol")
     with read_session() as s:
-        assert usable_cached_reading(s, "CENTED_sol", **window) == FollowerReading(
+        assert usable_cached_reading(s, user_id("cented_sol"), **window) == FollowerReading(
             "cented_sol", 1_250, fetched_at, reading.x_user_id
         )
-        assert usable_cached_reading(s, "jijo_sol", **window) is None
+        assert usable_cached_reading(s, user_id("jijo_sol"), **window) is None
         # A count fetched after the window the market allows is not used.
         too_late = {**window, "closes_at": fetched_at - dt.timedelta(hours=2)}
-        assert usable_cached_reading(s, "cented_sol", **too_late) is None
+        assert usable_cached_reading(s, user_id("cented_sol"), **too_late) is None
+
+
+def test_fetching_by_id_stores_under_the_handle_x_gives_now(
+    db: str, standin: XApiStandin, client: XApiClient
+) -> None:
+    standin.set_followers("cented_sol", 1_000)
+    standin.set_fault("suspended", handles=["jijo_sol"])
+    pinned, gone = user_id("cented_sol"), "12345"
+    results = fetch_followers_by_id([pinned, user_id("jijo_sol"), gone], client=client)
+
+    reading = results[pinned]
+    assert isinstance(reading, FollowerReading)
+    assert reading == FollowerReading("cented_sol", 1_000, reading.fetched_at, pinned)
+    assert isinstance(results[user_id("jijo_sol")], XUserSuspended)
+    assert isinstance(results[gone], XUserNotFound)
+    assert _cache() == {"cented_sol": (1_000, reading.fetched_at)}
+    assert _history_count("cented_sol") == 1
+    [request] = standin.requests
+    assert request.endpoint == IDS_ENDPOINT
+    assert _state()[IDS_ENDPOINT].last_status == "OK"
+
+
+def test_the_cached_count_of_an_account_is_found_by_its_id_whatever_handle_it_is_under(
+    db: str,
+) -> None:
+    """The fallback reads the pinned account's latest usable count, never a count cached under
+    its handle that is of another account (a handle given up and taken by someone else)."""
+    now = dt.datetime.now(UTC)
+    with psycopg.connect(db) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO follower_cache (handle, x_user_id, followers, fetched_at)"
+            " VALUES (%s, %s, %s, %s)",
+            [
+                ("alice", "2", 900_000, now - dt.timedelta(minutes=1)),  # the handle's new owner
+                ("alice_old", "1", 1_000, now - dt.timedelta(minutes=10)),  # before the rename
+                ("alice_new", "1", 1_100, now - dt.timedelta(minutes=2)),
+            ],
+        )
+    window = {
+        "opens_at": now - dt.timedelta(hours=1),
+        "closes_at": now,
+        "max_age": dt.timedelta(minutes=15),
+        "lag": dt.timedelta(minutes=60),
+        "now": now,
+    }
+    with read_session() as s:
+        reading = usable_cached_reading(s, "1", **window)
+        assert reading is not None and (reading.handle, reading.followers) == ("alice_new", 1_100)
+        assert usable_cached_reading(s, "3", **window) is None
 
 
 def test_an_outage_leaves_the_cache_alone_and_is_recorded_for_the_dashboard(
@@ -184,15 +237,18 @@ def _market(
     conn: psycopg.Connection,
     kol: int,
     *,
+    pinned: str | None,
     kind: str = "follower_growth",
     status: str = "OPEN",
     closes_in_h: int = 24,
 ) -> None:
+    """A market on `kol`, its baseline pinned to the stand-in's account of handle `pinned`."""
+    baseline = {"a": {"x_user_id": user_id(pinned), "x_handle": pinned}} if pinned else {}
     conn.execute(
         """INSERT INTO markets (type, title, question_key, kol_a_id, kol_b_id, threshold, opens_at,
-               closes_at, status, outcome, resolved_at, pool_yes, pool_no, liquidity)
+               closes_at, status, outcome, resolved_at, pool_yes, pool_no, liquidity, baseline)
            VALUES (%s, 't', %s, %s, NULL, 100, now() - interval '1 hour',
-               now() + %s * interval '1 hour', %s, %s, %s, 500, 500, 1000)""",
+               now() + %s * interval '1 hour', %s, %s, %s, 500, 500, 1000, %s)""",
         (
             kind,
             f"{kind}:{kol}:{status}:{closes_in_h}",
@@ -201,39 +257,43 @@ def _market(
             status,
             "YES" if status == "RESOLVED" else None,
             dt.datetime.now(UTC) if status == "RESOLVED" else None,
+            Jsonb(baseline),
         ),
     )
 
 
-def test_refresh_fetches_exactly_the_handles_open_follower_markets_need(
+def test_refresh_fetches_exactly_the_accounts_open_follower_markets_are_pinned_to(
     db: str, standin: XApiStandin, client: XApiClient
 ) -> None:
     with psycopg.connect(db) as conn:
         a, b = _kol(conn, "A", "Cented_sol"), _kol(conn, "B", "jijo_sol")
         c, d = _kol(conn, "C", "cupsey_sol"), _kol(conn, "D", "euris_sol")
         e, f = _kol(conn, "E", None), _kol(conn, "F", "nobody_here")
-        _market(conn, a)
-        _market(conn, a, closes_in_h=48)  # same handle twice: fetched once
-        _market(conn, b)
-        _market(conn, c, status="RESOLVED")
-        _market(conn, d, kind="profit_streak")
-        _market(conn, e)
-        _market(conn, f)
+        _market(conn, a, pinned="cented_sol")
+        _market(conn, a, pinned="cented_sol", closes_in_h=48)  # same account twice: fetched once
+        _market(conn, b, pinned="jijo_sol")
+        _market(conn, c, pinned="cupsey_sol", status="RESOLVED")
+        _market(conn, d, pinned="euris_sol", kind="profit_streak")
+        _market(conn, e, pinned=None)  # pins no account: nothing to refresh
+        _market(conn, f, pinned="nobody_here")
+        # The KOL now shows another handle: the pinned account is refreshed, not this one.
+        conn.execute("UPDATE kols SET x_handle = 'ansem_sol' WHERE id = %s", (b,))
     report = refresh_open_market_handles(client=client)
 
+    gone = user_id("nobody_here")
     assert report == RefreshReport(
-        wanted=3, refreshed=2, failed={"nobody_here": ErrorCode.X_USER_NOT_FOUND.value}
+        wanted=3, refreshed=2, failed={gone: ErrorCode.X_USER_NOT_FOUND.value}
     )
     assert set(_cache()) == {"cented_sol", "jijo_sol"}
     [request] = standin.requests
-    assert sorted(request.usernames) == ["cented_sol", "jijo_sol", "nobody_here"]
+    assert sorted(request.ids) == sorted([user_id("cented_sol"), user_id("jijo_sol"), gone])
 
 
 def test_refresh_stops_within_the_budget_and_reports_what_is_left(db: str) -> None:
     many = [f"kol_{i:04d}" for i in range(150)]
     with psycopg.connect(db) as conn:
         for i, handle in enumerate(many):
-            _market(conn, _kol(conn, handle, handle), closes_in_h=1 + i)
+            _market(conn, _kol(conn, handle, handle), pinned=handle, closes_in_h=1 + i)
     with (
         XApiStandin(token=TOKEN, handles=many, rate_limit=1) as standin,
         XApiClient(standin.base_url, TOKEN, max_retries=0, max_wait_s=0.1) as client,

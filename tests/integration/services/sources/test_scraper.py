@@ -8,14 +8,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -23,8 +23,11 @@ from config import PROJECT_ROOT, get_settings
 from db.engine import read_session
 from db.models import Kol, ScrapedKol, ScrapeReject, ScrapeRun
 from services.errors import ErrorCode, ServiceError
+from services.ops.jobs import reap_abandoned
+from services.sources.browser_worker import ARTIFACTS_BUDGET_S
 from services.sources.scraper import ScrapeResult, scrape_leaderboard
 from standins.kolscan_standin import BIG_ROWS, KolscanStandin, StandinRow, leaderboard
+from tests.support.processes import browsers_watched
 
 pytestmark = pytest.mark.browser
 BUCKET = 4_242
@@ -55,39 +58,6 @@ def env(tmp_path: Path) -> Iterator[Callable[..., None]]:
 def site(db: str, env: Callable[..., None]) -> Iterator[KolscanStandin]:
     with KolscanStandin(bucket=BUCKET) as standin:
         yield standin
-
-
-@contextmanager
-def browsers_watched() -> Iterator[set[int]]:
-    """Collect every Chromium process this test process starts; afterwards none may be alive."""
-    seen: set[int] = set()
-    done = threading.Event()
-
-    def watch() -> None:
-        me = psutil.Process()
-        while not done.wait(0.02):
-            for child in me.children(recursive=True):
-                try:
-                    if "chrom" in child.name().lower():
-                        seen.add(child.pid)
-                except psutil.NoSuchProcess:
-                    pass
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield seen
-    finally:
-        done.set()
-        watcher.join()
-    alive = []
-    for pid in seen:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    assert not alive, f"Chromium processes left running: {alive}"
 
 
 def _stored(run_id: int) -> list[tuple[Any, ...]]:
@@ -329,6 +299,120 @@ def test_command_line_scrape(site: KolscanStandin) -> None:
     with read_session() as s:
         run = s.scalars(select(ScrapeRun)).one()
     assert (run.trigger, run.status, run.rows_stored) == ("MANUAL", "SUCCESS", 40)
+
+
+# --- failures that must stay inside the run ---------------------------------------------------
+
+
+def _scrape_in_thread(limit_s: float, **kwargs: Any) -> tuple[ScrapeResult, float]:
+    """Scrape in a thread and give up waiting after `limit_s`: a scrape that hangs fails the
+    test instead of hanging it."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        started = time.monotonic()
+        try:
+            outcome["result"] = scrape_leaderboard("daily", **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+        outcome["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(limit_s)
+    assert not thread.is_alive(), f"the scrape was still running after {limit_s}s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], outcome["took"]
+
+
+def test_a_page_that_never_yields_ends_at_its_deadline(site: KolscanStandin) -> None:
+    # The rows arrive, then the page's script busy-loops: reading them can never answer.
+    site.set_variant("busy")
+    with browsers_watched() as chromium:
+        result, took = _scrape_in_thread(40, base_url=site.base_url, timeout_s=2)
+    assert chromium
+    _assert_failed(result, ErrorCode.SCRAPE_TIMEOUT)
+    assert "killed" in (result.error_message or "")
+    # Each browser step gets 2 s: starting Chromium, the page and its rows, scrolling, reading;
+    # when the page stops answering before its rows are seen, saving it gets its own budget.
+    assert took < 4 * 2 + ARTIFACTS_BUDGET_S + 3
+
+
+def test_artifacts_that_cannot_be_saved_leave_a_failed_run_not_a_crash(
+    site: KolscanStandin, env: Callable[..., None], tmp_path: Path
+) -> None:
+    # A folder that cannot be created (its parent is a file; root ignores permission bits).
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    env(ARTIFACTS_DIR=str(blocker / "artifacts"))
+    site.set_variant("error")
+    with browsers_watched():
+        result = scrape_leaderboard("daily", base_url=site.base_url)
+    _assert_failed(result, ErrorCode.SCRAPE_HTTP_ERROR)
+    assert "HTTP 500" in (result.error_message or "")
+    assert "no HTML or screenshot saved" in (result.error_message or "")
+    assert (result.html_path, result.screenshot_path) == (None, None)
+    assert _run(result.run_id).error_message == result.error_message
+
+
+def test_a_database_that_refuses_the_rows_leaves_a_failed_run_not_a_crash(
+    site: KolscanStandin, db: str
+) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_rows() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'disk says no'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_rows BEFORE INSERT ON scraped_kols"
+            " FOR EACH ROW EXECUTE FUNCTION refuse_rows()"
+        )
+    try:
+        result = scrape_leaderboard("daily", base_url=site.base_url)
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DROP TRIGGER refuse_rows ON scraped_kols")
+            conn.execute("DROP FUNCTION refuse_rows()")
+    _assert_failed(result, ErrorCode.INTERNAL_ERROR)
+    assert "disk says no" in (result.error_message or "")
+
+
+def test_a_run_the_reaper_closed_is_never_overwritten_by_its_scrape(db: str) -> None:
+    # Rows arrive late enough for the reaper to close the run while the page is still loading.
+    with KolscanStandin(bucket=BUCKET, first_ms=2_000) as slow_site:
+        outcome: dict[str, ScrapeResult] = {}
+        scraping = threading.Thread(
+            target=lambda: outcome.update(
+                result=scrape_leaderboard("daily", base_url=slow_site.base_url)
+            )
+        )
+        scraping.start()
+        _wait_for_running_run()
+        assert reap_abandoned(older_than_s=0)["scrape_runs"] == 1
+        scraping.join(60)
+    result = outcome["result"]
+    assert (result.status, result.error_code, result.rows_stored) == (
+        "FAILED",
+        ErrorCode.ABANDONED,
+        0,
+    )
+    run = _run(result.run_id)
+    assert (run.status, run.error_code, run.rows_stored) == ("FAILED", "ABANDONED", 0)
+    assert run.snapshot_at is None  # never usable evidence
+    assert _stored(result.run_id) == []
+    with read_session() as s:
+        assert s.scalar(select(func.count()).select_from(Kol)) == 0
+
+
+def _wait_for_running_run() -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with read_session() as s:
+            if s.scalar(select(func.count()).where(ScrapeRun.status == "RUNNING")):
+                return
+        time.sleep(0.05)
+    raise AssertionError("no RUNNING scrape run appeared")
 
 
 # --- the stand-in itself (no browser) ---------------------------------------------------------

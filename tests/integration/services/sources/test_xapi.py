@@ -20,10 +20,12 @@ from config import PROJECT_ROOT, get_settings
 from services.errors import ErrorCode
 from services.sources.xapi import (
     BATCH_ENDPOINT,
+    IDS_ENDPOINT,
     SINGLE_ENDPOINT,
     XApiClient,
     XApiError,
     XInvalidHandle,
+    XInvalidUserId,
     XMalformedResponse,
     XRateLimited,
     XRequestError,
@@ -88,6 +90,7 @@ KINDS: dict[type[XApiError], type[XApiError]] = {
     XUserNotFound: XUserError,
     XUserSuspended: XUserError,
     XInvalidHandle: XRequestError,
+    XInvalidUserId: XRequestError,
     XRequestRejected: XRequestError,
 }
 
@@ -174,6 +177,82 @@ def test_handles_that_x_cannot_have_are_refused_before_sending(
     results = client.get_users(["a" * 16, "x.y"])
     assert len(results) == 2 and all(isinstance(r, XInvalidHandle) for r in results.values())
     assert _sent(standin) == 0
+
+
+# -- lookup by X user id (the account a follower market pinned) -----------------------------------
+
+
+def test_lookup_by_id_gives_one_result_per_id_and_one_bad_id_fails_alone(
+    standin: XApiStandin, make_client: MakeClient
+) -> None:
+    standin.set_fault("suspended", handles=["jijo_sol"])
+    standin.set_followers("cupsey_sol", 7)
+    cupsey, jijo, euris = user_id("cupsey_sol"), user_id("jijo_sol"), user_id("euris_sol")
+    asked = [cupsey, cupsey, jijo, "12345", "not-an-id", "1" * 20, euris]
+    results = make_client().get_users_by_id(asked)
+
+    assert set(results) == set(asked)
+    got = results[cupsey]
+    assert isinstance(got, XUser)
+    assert got == XUser(cupsey, "cupsey_sol", "Cupsey_Sol", 7, got.fetched_at)
+    assert isinstance(results[jijo], XUserSuspended) and jijo in results[jijo].message
+    assert isinstance(results["12345"], XUserNotFound) and "user 12345" in results["12345"].message
+    assert isinstance(results["not-an-id"], XInvalidUserId)
+    assert isinstance(results["1" * 20], XInvalidUserId)
+    assert isinstance(results[euris], XUser) and results[euris].username == "euris_sol"
+    # One request, without the invalid ids and without asking twice for cupsey.
+    [request] = standin.requests
+    assert request.endpoint == IDS_ENDPOINT
+    assert sorted(request.ids) == sorted([cupsey, jijo, "12345", euris])
+
+
+def test_lookup_by_id_is_split_at_100_and_has_its_own_budget() -> None:
+    many = [f"kol_{i:04d}" for i in range(250)]
+    ids = [user_id(h) for h in many]
+    with (
+        XApiStandin(token=TOKEN, handles=many, rate_limit=2) as standin,
+        XApiClient(standin.base_url, TOKEN, max_retries=0, max_wait_s=0.1) as client,
+    ):
+        assert isinstance(client.get_users(many[:1])[many[0]], XUser)
+        results = client.get_users_by_id(ids)
+        assert [len(r.ids) for r in standin.requests] == [0, 100, 100]
+        by_id = client.rate_limit(IDS_ENDPOINT)
+        assert by_id is not None and by_id.remaining == 0
+    assert all(isinstance(results[i], XUser) for i in ids[:200])
+    assert all(isinstance(results[i], XRateLimited) for i in ids[200:])  # no third request
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "sent"),
+    [
+        ("error_500", XUnavailable, 3),
+        ("unauthorized", XUnauthorized, 1),
+        ("rate_limit", XRateLimited, 1),
+        ("malformed", XMalformedResponse, 1),
+    ],
+)
+def test_lookup_by_id_fails_as_the_other_lookups_do(
+    standin: XApiStandin,
+    make_client: MakeClient,
+    fault: str,
+    error: type[XApiError],
+    sent: int,
+) -> None:
+    standin.set_fault(fault)
+    ids = [user_id("cented_sol"), user_id("ansem_sol")]
+    results = make_client(max_retries=2, max_wait_s=0.2).get_users_by_id(ids)
+    assert all(isinstance(results[i], error) for i in ids)
+    assert _sent(standin) == sent
+
+
+def test_a_missing_follower_count_by_id_is_malformed_not_zero(
+    standin: XApiStandin, make_client: MakeClient
+) -> None:
+    standin.set_fault("missing_fields", handles=["loopier_sol"])
+    loopier, gake = user_id("loopier_sol"), user_id("gake_sol")
+    results = make_client().get_users_by_id([loopier, gake])
+    assert isinstance(results[loopier], XMalformedResponse)
+    assert isinstance(results[gake], XUser)
 
 
 # -- per-user errors (HTTP 200 with an errors array) ----------------------------------------------

@@ -4,9 +4,11 @@ resolver's own rule), scrape ages, what would be cancelled, and the job schedule
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from config import get_settings
@@ -14,6 +16,7 @@ from db.engine import transaction
 from services.sources import followers
 from services.views import freshness
 from services.vocabulary import MarketType, Timeframe
+from standins.xapi_standin import user_id
 from tests.support.factories import new_market
 from tests.support.scrape_data import NOW, board, cached_count, fund_house, kol, scrape_run
 
@@ -27,11 +30,16 @@ def _market(
     timeframe: Timeframe | None = Timeframe.DAILY,
 ) -> int:
     extra: dict[str, Any] = {}
-    if type_ == MarketType.FOLLOWER_GROWTH:
-        extra = {"threshold": 100, "baseline": {"a": {"followers": 1000}}}
-    elif type_ == MarketType.TOP_RANK_MAINTAIN:
-        extra = {"target_rank": 5}
     with transaction() as s:
+        if type_ == MarketType.FOLLOWER_GROWTH:
+            handle = s.execute(
+                text("SELECT x_handle FROM kols WHERE id = :id"), {"id": kol_id}
+            ).scalar_one()
+            # Opened on the account the handle had then (none: an unpinned, invalid market).
+            pin = {"x_user_id": user_id(handle), "x_handle": handle} if handle else {}
+            extra = {"threshold": 100, "baseline": {"a": {"followers": 1000, **pin}}}
+        elif type_ == MarketType.TOP_RANK_MAINTAIN:
+            extra = {"target_rank": 5}
         return new_market(
             s,
             kol_a_id=kol_id,
@@ -87,7 +95,7 @@ def test_follower_cache_staleness_agrees_with_the_resolver_rule(db: str) -> None
         for market_id, handle in ((fresh, "fresh"), (old, "old"), (early, "early")):
             reading = followers.usable_cached_reading(
                 s,
-                handle,
+                user_id(handle),
                 opens_at=opens[market_id],
                 closes_at=report.now,
                 max_age=max_age,
@@ -212,9 +220,30 @@ def test_job_schedule_shows_next_run_after_the_last(db: str) -> None:
         "generate",
         "integrity",
         "reap",
+        "alerts",
     }
     resolve = jobs["resolve"]
     interval = dt.timedelta(seconds=get_settings().resolve_interval_s)
     assert resolve["last_status"] == "SUCCESS" and resolve["runs"] == 1
     assert resolve["next_run_at"] == started + interval
     assert jobs["integrity"]["last_status"] is None and jobs["integrity"]["next_run_at"]
+
+
+@pytest.fixture()
+def generator_bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[dt.timedelta]:
+    """The generator refuses snapshots older than 30 minutes for this test."""
+    monkeypatch.setenv("GENERATOR_MAX_SNAPSHOT_AGE_MINUTES", "30")
+    get_settings.cache_clear()
+    yield dt.timedelta(minutes=30)
+    get_settings.cache_clear()
+
+
+def test_scrape_ages_say_which_snapshots_the_generator_refuses(
+    db: str, generator_bound: dt.timedelta
+) -> None:
+    scrape_run(db, "daily", NOW - generator_bound - dt.timedelta(minutes=5), board(2))
+    scrape_run(db, "weekly", NOW - dt.timedelta(minutes=5), board(2))
+    ages = {a.timeframe: a for a in freshness.scrape_ages()}
+    assert ages["daily"].too_old_to_generate
+    assert not ages["weekly"].too_old_to_generate
+    assert ages["monthly"].too_old_to_generate  # no usable run at all

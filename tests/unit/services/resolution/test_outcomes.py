@@ -19,8 +19,10 @@ from services.resolution.outcomes import (
     KolStats,
     Snapshot,
     Undecided,
+    XAccount,
     decide,
     definition_problems,
+    pinned_account,
 )
 from services.vocabulary import MarketType, Side
 
@@ -37,8 +39,11 @@ def snap(**rows: KolStats) -> Snapshot:
     return Snapshot(rows)
 
 
+# The X account a follower market was counted from, pinned when it opened.
+PIN = {"x_user_id": "1234567890", "x_handle": "alice"}
 BASE = {
-    "a": {"rank": 5, "wins": 10, "losses": 10, "sol_gain": "1", "usd_gain": "1", "followers": 1000},
+    "a": {"rank": 5, "wins": 10, "losses": 10, "sol_gain": "1", "usd_gain": "1", "followers": 1000}
+    | PIN,
     "b": {"rank": 6},
 }
 
@@ -306,7 +311,7 @@ def test_follower_growth_is_yes_from_baseline_plus_threshold_on(
     """Counts are generated around the boundary `base + thr`: YES exactly from there up."""
     followers = max(0, base + thr + delta)
     definition = Definition(
-        "follower_growth", "A", threshold=Decimal(thr), baseline={"a": {"followers": base}}
+        "follower_growth", "A", threshold=Decimal(thr), baseline={"a": {"followers": base} | PIN}
     )
     expected = YES if delta >= 0 else NO
     assert decide(definition, Evidence(followers_now=followers)) == expected
@@ -330,3 +335,97 @@ def test_snapshot_complete_means_ranks_one_to_n(
 def test_valid_definitions_have_no_problems() -> None:
     assert definition_problems(d("rank_flippening", "B")) == []
     assert definition_problems(d("follower_growth", threshold=Decimal(100))) == []
+
+
+# -- baselines of the wrong shape: problems, never exceptions -------------------------------------
+
+FOLLOWERS_A = {"followers": 1000} | PIN
+
+WRONG_SHAPES: list[tuple[str, str, object]] = [
+    # (name, market type, the stored baseline)
+    ("baseline a list", "follower_growth", [FOLLOWERS_A]),
+    ("baseline a string", "follower_growth", "followers"),
+    ("baseline a number", "profit_streak", 5),
+    ("baseline null", "profit_streak", None),
+    ("a a list", "follower_growth", {"a": [1000]}),
+    ("a a string", "follower_growth", {"a": "1000"}),
+    ("a a number", "streak_continuation", {"a": 7}),
+    ("followers a string", "follower_growth", {"a": FOLLOWERS_A | {"followers": "1000"}}),
+    ("followers a bool", "follower_growth", {"a": FOLLOWERS_A | {"followers": True}}),
+    ("followers a float", "follower_growth", {"a": FOLLOWERS_A | {"followers": 1000.0}}),
+    ("followers negative", "follower_growth", {"a": FOLLOWERS_A | {"followers": -1}}),
+    ("wins a bool", "streak_continuation", {"a": {"wins": True, "losses": 3}}),
+    ("wins a string", "streak_continuation", {"a": {"wins": "5", "losses": 3}}),
+    ("losses negative", "streak_continuation", {"a": {"wins": 5, "losses": -3}}),
+    # A follower market that does not pin the X account it was counted from (an old market).
+    ("no pinned account", "follower_growth", {"a": {"followers": 1000}}),
+    ("no pinned id", "follower_growth", {"a": {"followers": 1000, "x_handle": "alice"}}),
+    ("no pinned handle", "follower_growth", {"a": {"followers": 1000, "x_user_id": "12"}}),
+    ("pinned id a number", "follower_growth", {"a": FOLLOWERS_A | {"x_user_id": 1234567890}}),
+    ("pinned id not digits", "follower_growth", {"a": FOLLOWERS_A | {"x_user_id": "alice"}}),
+    ("pinned id empty", "follower_growth", {"a": FOLLOWERS_A | {"x_user_id": ""}}),
+    ("pinned handle a list", "follower_growth", {"a": FOLLOWERS_A | {"x_handle": ["alice"]}}),
+]
+
+
+def _with_baseline(type_: str, baseline: object) -> Definition:
+    threshold = {"follower_growth": Decimal(100)}.get(type_)
+    return d(type_, threshold=threshold, baseline=baseline)
+
+
+@pytest.mark.parametrize(
+    ("name", "type_", "baseline"), WRONG_SHAPES, ids=[c[0] for c in WRONG_SHAPES]
+)
+def test_a_baseline_of_the_wrong_shape_is_invalid_metadata(
+    name: str, type_: str, baseline: object
+) -> None:
+    definition = _with_baseline(type_, baseline)
+    assert definition_problems(definition)
+    evidence = Evidence(snapshot=snap(A=k(1, 9, 1)), followers_now=10**6)
+    result = decide(definition, evidence)
+    assert isinstance(result, Undecided) and result.code == META, result
+
+
+@pytest.mark.parametrize("threshold", [Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity")])
+def test_a_follower_threshold_that_is_not_a_number_is_invalid_metadata(
+    threshold: Decimal,
+) -> None:
+    definition = d("follower_growth", threshold=threshold)
+    assert definition_problems(definition)
+    assert decide(definition, Evidence(followers_now=10**6)) == Undecided(
+        META, "threshold must be a positive whole number of followers"
+    )
+
+
+def test_the_pinned_account_is_read_from_a_well_formed_baseline_only() -> None:
+    assert pinned_account(d("follower_growth")) == XAccount("1234567890", "alice")
+    for _name, type_, baseline in WRONG_SHAPES:
+        if type_ == "follower_growth" and "followers" not in _name:
+            assert pinned_account(_with_baseline(type_, baseline)) is None, _name
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+BASELINE_KEYS = ["followers", "x_user_id", "x_handle", "wins", "losses", "rank", "kol_id"]
+
+
+@given(
+    type_=st.sampled_from(sorted(ALL_TYPES)),
+    baseline=json_values
+    | st.dictionaries(st.sampled_from(["a", "b", "source"]), json_values)
+    | st.builds(lambda a: {"a": a}, st.dictionaries(st.sampled_from(BASELINE_KEYS), json_values)),
+    followers_now=st.none() | st.integers(0, 10**9),
+)
+def test_arbitrary_json_as_a_baseline_never_raises(
+    type_: str, baseline: object, followers_now: int | None
+) -> None:
+    definition = _with_baseline(type_, baseline)
+    problems = definition_problems(definition)
+    assert isinstance(problems, list)
+    result = decide(definition, Evidence(snap(A=k(1), B=k(2)), followers_now))
+    if problems:
+        assert result == Undecided(META, "; ".join(problems))
+    pinned_account(definition)
