@@ -6,8 +6,11 @@ Threads (each bounded by the storm's deadline and an iteration cap, all joined a
   hostile titles and some invalid on purpose (the resolver must cancel those at once);
 - an operator: cancel & refund, re-settle, retry resolution on random markets through
   `services.ops.operator` (double clicks, a viewer, no login, missing or oversized reasons too);
-- faults: X API 500/429/timeouts/garbage and kolscan error/layout change/empty page, switched on
-  and off over the stand-ins' HTTP control planes;
+- faults: X API 500/429/timeouts/garbage and kolscan error/layout change/empty page/a page whose
+  script never yields, switched on and off over the stand-ins' HTTP control planes; an artifacts
+  folder that refuses writes; a KOL's X handle switched to another account's between a market's
+  open and close;
+- an analyst: quarantines a usable scrape run mid-pass and releases it a moment later;
 - chaos: `kill -9` of a scheduler process (restarted a moment later) and `pg_terminate_backend`
   of a random application connection;
 - a checker: every invariant at checkpoints, from one consistent snapshot each.
@@ -49,6 +52,7 @@ from services.money.ledger import DuplicateTransaction
 from services.money.markets import MarketSpec, open_market
 from services.ops import operator
 from services.ops.auth import Principal
+from services.ops.quarantine import set_quarantine
 from services.sources import followers, scraper
 from standins.xapi_standin import user_id
 from tests.storm import invariants
@@ -83,6 +87,7 @@ X_FAULTS = (
 REFUSAL_CODES = ("PERMISSION_DENIED", "NOT_AUTHENTICATED", "REASON_REQUIRED", "INVALID_INPUT")
 
 OPERATOR = Principal("storm-operator", "operator")
+ANALYST = Principal("storm-analyst", "analyst")
 VIEWER = Principal("storm-viewer", "viewer")
 
 
@@ -156,6 +161,10 @@ class Storm:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.killed_pids: list[int] = []
         self.checkpoints: list[Checkpoint] = []
+        # (run id, quarantined from, released at): database times, the release's taken before
+        # it was asked for, so a settlement inside the window can only be a quarantine ignored.
+        self.quarantines: list[tuple[int, dt.datetime, dt.datetime]] = []
+        self.artifacts = Path(env["ARTIFACTS_DIR"])
         self.thread_errors: list[str] = []
         self._proc_lock = threading.Lock()
         self._engine = invariants.checker_engine(db_url)
@@ -210,6 +219,7 @@ class Storm:
             self._thread("markets", self._market_maker),
             self._thread("operator", self._operator),
             self._thread("faults", self._faults),
+            self._thread("analyst", self._analyst),
             self._thread("chaos", self._chaos),
             self._thread("checker", self._checker),
         ]
@@ -594,11 +604,22 @@ class Storm:
         handles = [h for _, _, h in self.kols if h]
         with httpx.Client(timeout=5) as http:
             broken_until = 0.0
+            unwritable_until = 0.0
             for _ in self._running(rng, (1.0, 4.0)):
                 if broken_until and time.monotonic() > broken_until:
                     http.post(f"{self.kolscan_url}/__standin__/variant", json={"variant": "normal"})
                     broken_until = 0.0
-                if rng.random() < 0.55:
+                if unwritable_until and time.monotonic() > unwritable_until:
+                    self._artifacts_writable(True)
+                    unwritable_until = 0.0
+                roll = rng.random()
+                if roll < 0.1 and not unwritable_until:
+                    self._artifacts_writable(False)
+                    unwritable_until = time.monotonic() + rng.uniform(5, 15)
+                    self.tally.add("faults injected", "artifacts folder refuses writes")
+                elif roll < 0.2:
+                    self._switch_a_handle(rng)
+                elif roll < 0.55:
                     kind = rng.choice(X_FAULTS)
                     if kind == "clear":
                         http.post(f"{self.xapi_url}/__standin__/clear", json={})
@@ -615,7 +636,7 @@ class Storm:
                         answer.raise_for_status()
                     self.tally.add("faults injected", f"x api {kind}")
                 elif not broken_until:
-                    variant = rng.choice(("error", "layout_changed", "empty", "odd"))
+                    variant = rng.choice(("error", "layout_changed", "empty", "odd", "busy"))
                     http.post(
                         f"{self.kolscan_url}/__standin__/variant", json={"variant": variant}
                     ).raise_for_status()
@@ -623,6 +644,81 @@ class Storm:
                     self.tally.add("faults injected", f"kolscan {variant}")
             http.post(f"{self.xapi_url}/__standin__/clear", json={})
             http.post(f"{self.kolscan_url}/__standin__/variant", json={"variant": "normal"})
+            self._artifacts_writable(True)
+
+    def _artifacts_writable(self, writable: bool) -> None:
+        """A file where the artifacts folder should be makes every save fail (root ignores
+        permissions, so a read-only folder would not)."""
+        aside = self.artifacts.with_name("artifacts.aside")
+        if writable:
+            if self.artifacts.is_file():
+                self.artifacts.unlink()
+                if aside.exists():
+                    aside.rename(self.artifacts)
+            return
+        if self.artifacts.exists():
+            self.artifacts.rename(aside)
+        self.artifacts.write_text("not a folder")
+
+    def _switch_a_handle(self, rng: random.Random) -> None:
+        """The leaderboard links another X profile for a KOL (until the next scrape puts the
+        stand-in's back): markets pinned at open must not follow it."""
+        handled = [(k, h) for k, _, h in self.kols if h]
+        (kol, _), (_, other) = rng.sample(handled, 2)
+        with psycopg.connect(self.db_url, application_name="kolops-storm-faults") as conn:
+            conn.execute("UPDATE kols SET x_handle = %s WHERE id = %s", (other, kol))
+        self.tally.add("faults injected", "x handle switched to another account")
+
+    def _analyst(self) -> None:
+        rng = random.Random(self.cfg.seed ^ 0xA7)
+        for _ in self._running(rng, (2.0, 6.0)):
+            with psycopg.connect(self.db_url, application_name="storm-reader") as conn:
+                row = conn.execute(
+                    "SELECT id FROM scrape_runs WHERE status IN ('SUCCESS', 'PARTIAL')"
+                    " AND NOT quarantined AND snapshot_at IS NOT NULL"
+                    " ORDER BY snapshot_at DESC LIMIT 1"
+                ).fetchone()
+            if row is None:
+                continue
+            run_id = int(row[0])
+            if not self._call(
+                "analyst", partial(set_quarantine, ANALYST, run_id, True, "storm: looks wrong")
+            ):
+                continue
+            start = self._db_now()
+            self.stop.wait(rng.uniform(0.5, 4.0))
+            end = self._db_now()
+            self._call(
+                "analyst", partial(set_quarantine, ANALYST, run_id, False, "storm: it was fine")
+            )
+            self.quarantines.append((run_id, start, end))
+            self.tally.add("analyst", "run quarantined mid-pass, then released")
+
+    def _db_now(self) -> dt.datetime:
+        with psycopg.connect(self.db_url, application_name="storm-reader") as conn:
+            (now,) = conn.execute("SELECT clock_timestamp()").fetchone() or (None,)
+        assert isinstance(now, dt.datetime)
+        return now
+
+    def quarantine_bites(self) -> Result:
+        """No market was settled from a run while that run was quarantined."""
+        problems = []
+        with psycopg.connect(self.db_url, application_name="storm-reader") as conn:
+            for run_id, start, end in self.quarantines:
+                rows = conn.execute(
+                    "SELECT market_id, finished_at FROM resolution_attempts"
+                    " WHERE result IN ('RESOLVED_YES', 'RESOLVED_NO')"
+                    " AND (evidence ->> 'run_id')::bigint = %s AND finished_at > %s"
+                    " AND finished_at < %s",
+                    (run_id, start, end),
+                ).fetchall()
+                problems += [
+                    f"market {m} settled at {at} from run {run_id}, quarantined {start}..{end}"
+                    for m, at in rows
+                ]
+        return Result(
+            "no market settled from a run while it was quarantined", problems, len(self.quarantines)
+        )
 
     def _chaos(self) -> None:
         rng = random.Random(self.cfg.seed ^ 0xC4)

@@ -105,6 +105,7 @@ def test_storm_keeps_every_cent(db: str, storm_env: dict[str, str], tmp_path: Pa
         drain_s = storm.drain()
         final = storm.check("after the drain (final)", final=True)
         final.results.append(storm.refusals_audited())
+        final.results.append(storm.quarantine_bites())
     finally:
         storm.shutdown()
         print(storm.summary(drain_s))
