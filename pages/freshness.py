@@ -43,7 +43,7 @@ cols = st.columns(4)
 cols[0].metric("Fresh", counts[FollowerState.FRESH])
 cols[1].metric("Stale", counts[FollowerState.STALE])
 cols[2].metric("Never fetched", counts[FollowerState.NEVER_FETCHED])
-cols[3].metric("No X handle", counts[FollowerState.NO_HANDLE])
+cols[3].metric("No X account pinned", counts[FollowerState.NO_HANDLE])
 st.caption(
     f"A cached count is usable for at most {followers.max_age} before a market's close, only"
     " if fetched after it opened and no later than the max scrape lag after its close."

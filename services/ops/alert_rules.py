@@ -112,6 +112,8 @@ class Facts:
     scrapes: tuple[TimeframeFacts, ...] = ()
     x_api: tuple[EndpointFacts, ...] = ()
     followers_uncovered: tuple[int, ...] = ()  # follower markets closing soon, no usable count
+    # The leader's last heartbeat, or without a leader the newest scheduler's start (None: no
+    # scheduler ever ran).
     leader_heartbeat_at: dt.datetime | None = None
     jobs: tuple[JobFacts, ...] = ()
     integrity: IntegrityFacts | None = None

@@ -234,6 +234,10 @@ def gather(session: Session) -> Facts:
             SchedulerInstance.is_leader, SchedulerInstance.stopped_at.is_(None)
         )
     )
+    if leader is None:
+        # No leader yet: measure its absence from the newest scheduler's start, so that a
+        # scheduler still taking the lock (at every start of the product) is not an alert.
+        leader = session.scalar(select(func.max(SchedulerInstance.started_at)))
     integrity_row = session.execute(
         select(JobRun.id, JobRun.status, JobRun.counts, JobRun.error)
         .where(JobRun.job == "integrity", JobRun.status != JobStatus.RUNNING.value)

@@ -39,6 +39,9 @@ def channels(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WebhookStandin, 
     with WebhookStandin() as hook, smtp_server() as smtp:
         monkeypatch.setenv("ALERT_CHANNELS", f"{hook.apprise_url} {smtp.apprise_url}")
         monkeypatch.setenv("ALERT_DELIVERY_BACKOFF_S", "0.2")
+        # The test's leader heartbeat must not age into an alert on a slow machine (the
+        # leader rule has tests of its own).
+        monkeypatch.setenv("ALERT_LEADER_STALE_S", "3600")
         get_settings.cache_clear()
         delivery.ensure_worker()
         try:
@@ -110,6 +113,7 @@ def test_a_hanging_channel_is_a_failed_delivery_and_slows_no_job(
     monkeypatch.setenv("ALERT_DELIVERY_TIMEOUT_S", "1")
     monkeypatch.setenv("ALERT_DELIVERY_ATTEMPTS", "2")
     monkeypatch.setenv("ALERT_DELIVERY_BACKOFF_S", "0.2")
+    monkeypatch.setenv("ALERT_LEADER_STALE_S", "3600")
     with WebhookStandin(hang_s=30) as hanging:
         monkeypatch.setenv("ALERT_CHANNELS", hanging.apprise_url)
         get_settings.cache_clear()
@@ -225,6 +229,20 @@ def test_no_leader_is_seen_by_the_monitor_which_is_not_the_leader(
     assert incidents(db) == [("leader_missing", "OPEN")]
     evaluator = rows(db, "SELECT evaluator FROM alert_evaluations")[0][0]
     assert evaluator.endswith(" monitor")
+
+
+def test_a_scheduler_still_taking_the_lock_is_not_a_missing_leader(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: every start of the product fired "no scheduler leader" (and resolved it a
+    few seconds later) because the monitor looked before the scheduler took the lock."""
+    monkeypatch.delenv("ALERT_CHANNELS", raising=False)
+    get_settings.cache_clear()
+    jobs.heartbeat("test:1:standby", is_leader=False, started_at=dt.datetime.now(dt.UTC))
+    assert alerting.evaluate().conditions == []
+    # Still no leader once the grace has passed: that is an alert.
+    rows(db, "UPDATE scheduler_instances SET started_at = now() - interval '5 minutes'")
+    assert alerting.evaluate().conditions == ["leader_missing"]
 
 
 def test_the_scheduler_runs_the_evaluation_as_its_alerts_job(
