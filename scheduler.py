@@ -193,6 +193,9 @@ def run_job(name: str, *, timeout_s: float | None = None) -> bool:
             error=outcome.error,
             took_s=time.monotonic() - started,
         )
+        if name == "integrity" and not outcome.ok:
+            # Money that does not add up is told at once, not at the next alerts evaluation.
+            run_job("alerts")
         return outcome.ok
     except Exception:
         log.exception("job=%s run=%s: the scheduler could not follow it", name, run_id)

@@ -245,6 +245,25 @@ def test_a_scheduler_still_taking_the_lock_is_not_a_missing_leader(
     assert alerting.evaluate().conditions == ["leader_missing"]
 
 
+def test_an_integrity_violation_is_told_at_once_by_the_integrity_job(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ALERT_CHANNELS", raising=False)
+    get_settings.cache_clear()
+    _leader_alive()
+    # A balance that no longer matches its ledger entries.
+    rows(db, "UPDATE accounts SET balance = balance + 1 WHERE kind = 'HOUSE'")
+    try:
+        assert not scheduler.run_job("integrity")
+    finally:
+        delivery.stop_worker()
+    assert incidents(db) == [("integrity_violation", "OPEN")]
+    assert [job for (job,) in rows(db, "SELECT job FROM job_runs ORDER BY id")] == [
+        "integrity",
+        "alerts",
+    ]
+
+
 def test_the_scheduler_runs_the_evaluation_as_its_alerts_job(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
