@@ -24,14 +24,14 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
-from sqlalchemy import literal_column, text
+from sqlalchemy import text
 from sqlalchemy.orm import aliased
 
-from config import get_settings
 from db import rules
 from db.engine import libpq_url, read_session
-from db.models import Market, ScrapeRun
+from db.models import ScrapeRun
 from services.ops.alert_rules import SEVERITY
+from services.views import health
 from services.vocabulary import (
     ACTIVE_INCIDENTS,
     SUCCEEDED_SCRAPES,
@@ -48,9 +48,6 @@ from services.vocabulary import (
 log = logging.getLogger("kolops.metrics")
 
 HEALTH_TIMEOUT_S = 3
-_M = aliased(Market, name="m")
-_DUE = rules.sql(rules.due(_M))
-_OVERDUE = rules.sql(rules.overdue(_M, literal_column("make_interval(mins => :grace)")))
 _USABLE = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
 # Attempts that moved money: a settlement or a cancel and refund.
 _SETTLED = sql_in(
@@ -83,23 +80,14 @@ class DatabaseCollector(Collector):
         yield took
 
     def _families(self) -> list[Metric]:
-        grace = get_settings().resolution_grace_minutes
         out: list[Metric] = []
+        # The Overview's own figures: one definition of due, overdue and attention.
+        market = health.market_health()
+        markets = _gauge("kolops_markets", "markets by status", ["status"])
+        for status in MarketStatus:
+            markets.add_metric([status.value], market.by_status.get(status.value, 0))
+        due, overdue, attention = market.due, market.overdue, market.needs_attention
         with read_session() as s:
-            by_status = dict(
-                s.execute(text("SELECT status, count(*) FROM markets GROUP BY status")).all()
-            )
-            markets = _gauge("kolops_markets", "markets by status", ["status"])
-            for status in MarketStatus:
-                markets.add_metric([status.value], by_status.get(status.value, 0))
-            due, overdue, attention = s.execute(
-                text(
-                    f"SELECT count(*) FILTER (WHERE {_DUE}), count(*) FILTER (WHERE {_OVERDUE}),"
-                    " count(*) FILTER (WHERE m.needs_attention)"
-                    f" FROM markets m WHERE m.status = '{MarketStatus.OPEN}'"
-                ),
-                {"grace": grace},
-            ).one()
             for name, doc, value in (
                 ("kolops_markets_due", "open markets past their close", due),
                 ("kolops_markets_overdue", "open markets past close and grace period", overdue),
