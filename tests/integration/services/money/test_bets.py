@@ -430,8 +430,8 @@ def _bets_of(user: int) -> int:
 def _no_connection_left_in_a_transaction(db: str) -> bool:
     with psycopg.connect(db) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = 'kolops' AND state LIKE 'idle in transaction%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'kolops' AND state LIKE 'idle in transaction%'"
         ).fetchone()
     return row is not None and row[0] == 0
 
@@ -442,7 +442,8 @@ def _kill_the_bet_once_it_waits(db: str, blocker: psycopg.Connection[Any]) -> No
     with psycopg.connect(db, autocommit=True) as admin:
         for _ in range(500):
             row = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kolops'"
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'kolops'"
                 " AND wait_event_type = 'Lock'"
             ).fetchone()
             if row:

@@ -395,7 +395,8 @@ def _kill_once_it_waits(db: str, blocker: Any) -> None:
     with psycopg.connect(db, autocommit=True) as admin:
         for _ in range(500):
             row = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'kolops'"
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'kolops'"
                 " AND wait_event_type = 'Lock'"
             ).fetchone()
             if row:

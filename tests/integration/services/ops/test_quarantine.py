@@ -94,7 +94,8 @@ def test_quarantine_refusals_change_nothing_and_are_audited(db: str) -> None:
 def _waiting_on_a_lock(db: str) -> bool:
     with psycopg.connect(db) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock'"
             " AND query ILIKE '%scrape_runs%'"
         ).fetchone()
     return bool(row and row[0])
