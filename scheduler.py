@@ -174,7 +174,7 @@ def run_job(name: str, *, timeout_s: float | None = None) -> bool:
             kill_tree(child.pid or 0)
             child.join()
             jobs.mark_timed_out(run_id, timeout)
-            released = jobs.release_claims(child.pid or 0)
+            released = resolver.release_leases(child.pid or 0)
             if released:
                 log.warning("job=%s run=%s: freed %d leased markets", name, run_id, released)
             return False

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, between, func, literal, not_
 from sqlalchemy.dialects import postgresql
 
-from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus
+from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin
 
 _DIALECT = postgresql.dialect()
 
@@ -77,9 +77,14 @@ def follower_count_usable(
 
 
 def pinned_x_user_id(market: Any) -> ColumnElement[str]:
-    """The X account a follower market was opened on: its baseline's pin (written by the
-    generator, read in Python by `outcomes.pinned_account`); NULL when the market has none."""
-    return market.baseline["a"]["x_user_id"].astext
+    """The X account a follower market was opened on: its baseline's pin (`outcomes.XAccount`,
+    read in Python by `outcomes.pinned_account`); NULL when the market has none."""
+    return market.baseline["a"][Pin.USER_ID.value].astext
+
+
+def pinned_x_handle(market: Any) -> ColumnElement[str]:
+    """The handle that pinned account had when the market opened."""
+    return market.baseline["a"][Pin.HANDLE.value].astext
 
 
 def sql(condition: ColumnElement[Any]) -> str:

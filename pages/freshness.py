@@ -7,7 +7,7 @@ import streamlit as st
 
 from pages.ui import age, page_offset, pager
 from services.views import freshness
-from services.views.freshness import FollowerState
+from services.vocabulary import FollowerState
 
 TTL_S = 10
 PAGE = 50

@@ -203,9 +203,7 @@ def _actions(who: Principal, d: market_views.MarketDetail) -> None:
     if not who.can(Role.OPERATOR):
         st.caption("Cancel, re-settle and retry need the operator role.")
         return
-    state = MarketState(
-        MarketStatus(status), Side(m["outcome"]) if m["outcome"] else None, due=d.due
-    )
+    state = MarketState.of(status, m["outcome"], d.due)
     allowed = lifecycle.allowed_actions(state)
     for col, (action, side) in zip(st.columns(len(BUTTONS)), BUTTONS, strict=True):
         enabled = (action, side) in allowed

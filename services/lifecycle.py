@@ -18,6 +18,11 @@ class MarketState:
     # Past its close (only an OPEN market's resolution can be retried, once due).
     due: bool = False
 
+    @classmethod
+    def of(cls, status: str, outcome: str | None, due: bool = False) -> MarketState:
+        """A market's state from its stored columns."""
+        return cls(MarketStatus(status), Side(outcome) if outcome else None, due)
+
 
 def refusal(action: MarketAction, state: MarketState, side: Side | None = None) -> str | None:
     """Why `action` (re-settle: to `side`) does not apply to a market in `state`; None if it

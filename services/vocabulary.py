@@ -100,6 +100,22 @@ NON_NEGATIVE_ACCOUNTS = (AccountKind.USER, AccountKind.ESCROW)
 SYSTEM_ACCOUNTS = (AccountKind.FEE, AccountKind.HOUSE, AccountKind.EXTERNAL)
 
 
+class Pin(StrEnum):
+    """The fields of KOL A's baseline that pin a follower market to one X account."""
+
+    USER_ID = "x_user_id"
+    HANDLE = "x_handle"
+
+
+class FollowerState(StrEnum):
+    """How the cached count of an OPEN follower market's pinned account stands."""
+
+    FRESH = "FRESH"  # usable at the market's close, by the resolver's rule
+    STALE = "STALE"
+    NEVER_FETCHED = "NEVER_FETCHED"
+    NO_HANDLE = "NO_HANDLE"  # no X account pinned
+
+
 class Role(StrEnum):
     """A dashboard account's role; each one may do everything the ones before it may."""
 

@@ -256,7 +256,7 @@ class _Market:
 
     @property
     def state(self) -> MarketState:
-        return MarketState(MarketStatus(self.status), Side(self.outcome) if self.outcome else None)
+        return MarketState.of(self.status, self.outcome)
 
 
 def _market(session: Session, market_id: int, *, lock: bool) -> _Market:

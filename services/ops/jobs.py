@@ -19,9 +19,9 @@ from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from db.engine import read_session, transaction
-from db.models import JobRun, Market, SchedulerInstance
+from db.models import JobRun, SchedulerInstance
 from services.errors import ErrorCode
-from services.vocabulary import JobStatus, MarketStatus, ScrapeStatus
+from services.vocabulary import JobStatus, ScrapeStatus
 
 log = logging.getLogger("kolops.jobs")
 
@@ -89,21 +89,6 @@ def mark_timed_out(run_id: int, timeout_s: float) -> None:
             )
         )
     log.error("job run=%s TIMEOUT after %gs: killed", run_id, timeout_s)
-
-
-def release_claims(pid: int) -> int:
-    """Free the markets a killed job process had leased, so that the next run can take them at
-    once instead of after the lease. The resolver names a lease's holder `host:pid:trigger`."""
-    with transaction() as session:
-        released = session.execute(
-            update(Market)
-            .where(
-                Market.status == MarketStatus.OPEN.value,
-                Market.claimed_by.startswith(f"{HOST}:{pid}:", autoescape=True),
-            )
-            .values(claimed_by=None, claim_expires_at=None)
-        ).rowcount
-    return int(released)
 
 
 def reap_abandoned(older_than_s: float) -> dict[str, int]:

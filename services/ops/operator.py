@@ -114,13 +114,6 @@ def _describe(state: dict[str, Any]) -> str:
     return "open"
 
 
-def _lifecycle_state(state: dict[str, Any]) -> MarketState:
-    outcome = state["outcome"]
-    return MarketState(
-        MarketStatus(state["status"]), Side(outcome) if outcome else None, state["due"]
-    )
-
-
 # -- what every action shares ----------------------------------------------------------------------
 
 
@@ -334,7 +327,8 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     call = _Call.start(principal, "retry_resolution", market_id, reason)
     if call.before["status"] != MarketStatus.OPEN:
         return call.already()
-    if lifecycle.refusal(MarketAction.RETRY, _lifecycle_state(call.before)) is not None:
+    before = MarketState.of(call.before["status"], call.before["outcome"], call.before["due"])
+    if lifecycle.refusal(MarketAction.RETRY, before) is not None:
         call.refused("market has not closed yet")
         raise ServiceError(
             ErrorCode.MARKET_NOT_OPEN, f"market {market_id} has not closed yet: nothing to resolve"
@@ -384,7 +378,8 @@ def preview(market_id: int, action: str, outcome: str | None = None) -> Preview:
     side = Side(outcome) if what is MarketAction.RESETTLE and outcome else None
     state = _state(market_id)
     status = state["status"]
-    why = lifecycle.refusal(what, _lifecycle_state(state), side)
+    now = MarketState.of(state["status"], state["outcome"], state["due"])
+    why = lifecycle.refusal(what, now, side)
     if why is not None:
         return Preview(what, market_id, status, False, why)
     if what is MarketAction.RETRY:

@@ -394,8 +394,7 @@ def _follower_markets(
                 "kol_id": a.kol_id,
                 "followers": entry.followers,
                 "fetched_at": entry.fetched_at.isoformat(),
-                "x_user_id": entry.x_user_id,
-                "x_handle": entry.handle,
+                **outcomes.XAccount(entry.x_user_id, entry.handle).pin(),
             },
             "source": {"follower_cache": entry.handle},
         }

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.errors import ErrorCode
-from services.vocabulary import MarketType, Side, Timeframe
+from services.vocabulary import MarketType, Pin, Side, Timeframe
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ class XAccount:
     user_id: str
     handle: str
 
+    def pin(self) -> dict[str, str]:
+        """The baseline fields that pin a market to this account (read by `pinned_account`)."""
+        return {Pin.USER_ID: self.user_id, Pin.HANDLE: self.handle}
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -140,7 +144,7 @@ def pinned_account(d: Definition) -> XAccount | None:
     """The X account pinned in KOL A's baseline, or None when the baseline does not name one
     well-formed (an X user id is a string of digits)."""
     base_a = _baseline_a(d)
-    user_id, handle = base_a.get("x_user_id"), base_a.get("x_handle")
+    user_id, handle = base_a.get(Pin.USER_ID), base_a.get(Pin.HANDLE)
     if not (isinstance(user_id, str) and user_id.isascii() and user_id.isdigit()):
         return None
     if not (isinstance(handle, str) and handle):

@@ -217,7 +217,7 @@ class RefreshReport:
 
 def open_market_user_ids(session: Session) -> list[str]:
     """The X user ids every OPEN follower_growth market is pinned to, soonest close first."""
-    pinned = Market.baseline["a"]["x_user_id"].astext
+    pinned = rules.pinned_x_user_id(Market)
     rows = session.execute(
         select(pinned)
         .where(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, literal_column, text
@@ -28,18 +27,9 @@ from services.errors import ErrorCode
 from services.ops.jobs import last_run_per_job
 from services.ops.schedule import schedules
 from services.views.paging import Page, check_page
-from services.vocabulary import MarketStatus, MarketType, ScrapeStatus, Timeframe
+from services.vocabulary import FollowerState, MarketStatus, MarketType, ScrapeStatus, Timeframe
 
 LATE_AFTER = dt.timedelta(minutes=1)
-
-
-class FollowerState(StrEnum):
-    """How the cached count of an OPEN follower market's KOL stands."""
-
-    FRESH = "FRESH"  # usable at the market's close, by the resolver's rule
-    STALE = "STALE"
-    NEVER_FETCHED = "NEVER_FETCHED"
-    NO_HANDLE = "NO_HANDLE"
 
 
 # The rules as SQL over `markets m`, `follower_cache c` and `scrape_runs r`; the max cache age and
@@ -84,13 +74,14 @@ def _minutes(value: int) -> dt.timedelta:
 # least(now, closes_at): a count from before the open, older than the max age, later than the
 # lag after the close, or dated in the future is STALE.
 _PINNED = rules.sql(rules.pinned_x_user_id(_M))
+_PINNED_HANDLE = rules.sql(rules.pinned_x_handle(_M))
 
 # Every OPEN follower market with the latest cached count of the account it was opened on, FRESH
 # when some cached count of that account may stand for the count at min(now, close) as the
 # resolver decides it.
 _FOLLOWER_MARKETS = f"""
     SELECT m.id AS market_id, m.title, m.opens_at, m.closes_at,
-           m.baseline -> 'a' ->> 'x_handle' AS handle, latest.followers, latest.fetched_at,
+           {_PINNED_HANDLE} AS handle, latest.followers, latest.fetched_at,
            CASE WHEN {_PINNED} IS NULL THEN '{FollowerState.NO_HANDLE}'
                 WHEN latest.fetched_at IS NULL THEN '{FollowerState.NEVER_FETCHED}'
                 WHEN EXISTS (SELECT 1 FROM follower_cache c

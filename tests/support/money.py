@@ -7,8 +7,12 @@ what another service (settlement) would have written.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
+import psycopg
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -77,3 +81,41 @@ def plant_final(session: Session, market_id: int, status: MarketStatus) -> None:
             "id": market_id,
         },
     )
+
+
+def kill_the_bet_once_it_waits(db: str, blocker: psycopg.Connection[Any]) -> None:
+    """Wait until a bet's connection is queued on a row lock `blocker` holds, terminate that
+    backend, then let `blocker` go."""
+    with psycopg.connect(db, autocommit=True) as admin:
+        for _ in range(500):
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = 'kolops' AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row:
+                admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                break
+            threading.Event().wait(0.01)
+        else:
+            raise AssertionError("the bet never queued on the lock")
+    blocker.rollback()
+
+
+def bet_killed_while_committing(db: str, place: Callable[[], object]) -> list[BaseException]:
+    """Run `place` (one bet) while the fee account's row is locked, so that its ledger post,
+    queued with COMMIT, waits there; terminate its connection then. Returns what it raised."""
+    raised: list[BaseException] = []
+
+    def bet() -> None:
+        try:
+            place()
+        except BaseException as exc:
+            raised.append(exc)
+
+    with psycopg.connect(db) as blocker:
+        blocker.execute(f"SELECT 1 FROM accounts WHERE kind = '{AccountKind.FEE}' FOR UPDATE")
+        bettor = threading.Thread(target=bet)
+        bettor.start()
+        kill_the_bet_once_it_waits(db, blocker)
+        bettor.join(timeout=30)
+    return raised

@@ -50,3 +50,8 @@ def test_resettle_without_an_outcome_is_refused() -> None:
     assert refusal(MarketAction.RESETTLE, MarketState(MarketStatus.CANCELLED)) == (
         "Re-settle needs an outcome, YES or NO."
     )
+
+
+def test_a_state_is_read_from_the_stored_columns() -> None:
+    assert MarketState.of("RESOLVED", "NO") == MarketState(MarketStatus.RESOLVED, Side.NO)
+    assert MarketState.of("OPEN", None, True) == MarketState(MarketStatus.OPEN, None, True)

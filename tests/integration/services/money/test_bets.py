@@ -24,7 +24,13 @@ from services.money.markets import MarketSpec, open_market
 from services.money.pricing import Pools, TradeLimits, quote
 from services.vocabulary import MarketStatus, Side, TradeAction
 from tests.support.factories import market_spec, new_kol
-from tests.support.money import get_market, plant_final, user_balance
+from tests.support.money import (
+    bet_killed_while_committing,
+    get_market,
+    kill_the_bet_once_it_waits,
+    plant_final,
+    user_balance,
+)
 
 D = Decimal
 HOUR = dt.timedelta(hours=1)
@@ -436,25 +442,6 @@ def _no_connection_left_in_a_transaction(db: str) -> bool:
     return row is not None and row[0] == 0
 
 
-def _kill_the_bet_once_it_waits(db: str, blocker: psycopg.Connection[Any]) -> None:
-    """Wait until a bet's connection is queued on a row lock `blocker` holds, terminate that
-    backend, then let `blocker` go."""
-    with psycopg.connect(db, autocommit=True) as admin:
-        for _ in range(500):
-            row = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'kolops'"
-                " AND wait_event_type = 'Lock'"
-            ).fetchone()
-            if row:
-                admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-                break
-            threading.Event().wait(0.01)
-        else:
-            raise AssertionError("the bet never queued on the lock")
-    blocker.rollback()
-
-
 def test_a_ledger_post_the_database_refuses_rolls_the_whole_bet_back(world: World, db: str) -> None:
     # The bet's row, position, pools and stats are written in the same batch as the post, just
     # before it; a post the database refuses must take them all back.
@@ -500,7 +487,7 @@ def test_a_connection_killed_before_commit_is_retried_and_the_bet_placed_once(
             )
         )
         bettor.start()
-        _kill_the_bet_once_it_waits(db, blocker)  # killed in the first batch, waiting on the lock
+        kill_the_bet_once_it_waits(db, blocker)  # killed in the first batch, waiting on the lock
         bettor.join(timeout=30)
     assert len(outcome) == 1, "the bet should have been retried on a fresh connection"
     assert _bets_of(world.rich) == before + 1
@@ -512,23 +499,12 @@ def test_a_connection_killed_while_committing_is_reported_not_retried(
     world: World, db: str
 ) -> None:
     before = _snapshot()
-    outcome: list[BaseException] = []
-
-    def bet() -> None:
-        try:
-            place_bet(
-                user_id=world.rich, market_id=world.market, side="YES", action="BUY", amount=D(5)
-            )
-        except BaseException as exc:
-            outcome.append(exc)
-
-    with psycopg.connect(db) as blocker:
-        # The fee account's row: the bet's ledger post, queued with COMMIT, waits on it.
-        blocker.execute("SELECT 1 FROM accounts WHERE kind = 'FEE' FOR UPDATE")
-        bettor = threading.Thread(target=bet)
-        bettor.start()
-        _kill_the_bet_once_it_waits(db, blocker)
-        bettor.join(timeout=30)
+    outcome = bet_killed_while_committing(
+        db,
+        lambda: place_bet(
+            user_id=world.rich, market_id=world.market, side="YES", action="BUY", amount=D(5)
+        ),
+    )
     assert len(outcome) == 1 and isinstance(outcome[0], psycopg.OperationalError), outcome
     # It died before COMMIT ran, so nothing is there; but the caller could not know, and a
     # bet retried blindly after a lost COMMIT could be placed twice.

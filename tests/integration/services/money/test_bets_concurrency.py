@@ -29,6 +29,7 @@ from services.money.integrity import check_integrity
 from services.money.pricing import SHARE_QUANTUM, Pools, TradeLimits, quote
 from services.vocabulary import Side, TradeAction
 from tests.support.factories import new_kol, new_market
+from tests.support.money import bet_killed_while_committing
 
 D = Decimal
 LIQUIDITY = D(1000)
@@ -390,41 +391,11 @@ def test_two_processes_racing_one_key_place_one_bet(db: str) -> None:
 # -- a connection lost while committing, then the same request again ------------------------------
 
 
-def _kill_once_it_waits(db: str, blocker: Any) -> None:
-    """Terminate the bet's backend once it is queued on a lock `blocker` holds; release it."""
-    with psycopg.connect(db, autocommit=True) as admin:
-        for _ in range(500):
-            row = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = 'kolops'"
-                " AND wait_event_type = 'Lock'"
-            ).fetchone()
-            if row:
-                admin.execute("SELECT pg_terminate_backend(%s)", (row[0],))
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError("the bet never queued on the lock")
-    blocker.rollback()
-
-
 def test_a_keyed_bet_killed_while_committing_is_placed_once_by_its_retry(db: str) -> None:
     user, market = _keyed_setup()
-    outcome: list[BaseException] = []
-
-    def bet() -> None:
-        try:
-            place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    with psycopg.connect(db) as blocker:
-        # The fee account's row: the bet's ledger post, queued with COMMIT, waits on it.
-        blocker.execute("SELECT 1 FROM accounts WHERE kind = 'FEE' FOR UPDATE")
-        bettor = threading.Thread(target=bet)
-        bettor.start()
-        _kill_once_it_waits(db, blocker)
-        bettor.join(timeout=30)
+    outcome = bet_killed_while_committing(
+        db, lambda: place_bet(user_id=user, market_id=market, request_key="race-key", **KEYED_BUY)
+    )
     assert len(outcome) == 1 and isinstance(outcome[0], psycopg.OperationalError), outcome
     assert "request_key" in "\n".join(getattr(outcome[0], "__notes__", [])), outcome[0]
     # The caller cannot tell whether it was placed; retrying with the key is safe either way.

@@ -15,7 +15,7 @@ from config import get_settings
 from db.engine import transaction
 from services.sources import followers
 from services.views import freshness
-from services.vocabulary import MarketType, Timeframe
+from services.vocabulary import FollowerState, MarketType, Timeframe
 from standins.xapi_standin import user_id
 from tests.support.factories import new_market
 from tests.support.scrape_data import NOW, board, cached_count, fund_house, kol, scrape_run
@@ -128,9 +128,9 @@ def test_a_count_dated_after_the_close_and_the_lag_is_not_fresh(db: str) -> None
 
     report = freshness.follower_freshness()
     states = {r["market_id"]: r["state"] for r in report.problems.rows}
-    assert states == {late: freshness.FollowerState.STALE}
+    assert states == {late: FollowerState.STALE}
     assert in_time not in states
-    assert report.counts[freshness.FollowerState.FRESH] == 1
+    assert report.counts[FollowerState.FRESH] == 1
 
 
 def test_scrape_age_per_timeframe(db: str) -> None:
