@@ -204,7 +204,7 @@ def gather(session: Session) -> Facts:
     # Follower markets closing within the horizon whose account has no cached count that could
     # stand for the count if the market closed now (the rule the resolver applies at close).
     usable_count = exists().where(
-        FollowerCache.x_user_id == Market.baseline["a"]["x_user_id"].astext,
+        FollowerCache.x_user_id == rules.pinned_x_user_id(Market),
         rules.follower_count_usable(
             FollowerCache.fetched_at,
             opens_at=Market.opens_at,

@@ -21,7 +21,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from db import rules
 from db.engine import read_session, retrying
+from db.models import Market
 from services import lifecycle
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
@@ -76,12 +78,15 @@ class Preview:
 # -- reading a market's state ---------------------------------------------------------------------
 
 
+_DUE = rules.sql(rules.due(Market.__table__.c))
+
+
 def _state(market_id: int) -> dict[str, Any]:
     with read_session() as s:
         row = (
             s.execute(
                 text(
-                    "SELECT status, outcome, cancel_reason, closes_at <= now() AS due"
+                    f"SELECT status, outcome, cancel_reason, {_DUE} AS due"
                     " FROM markets WHERE id = :m"
                 ),
                 {"m": market_id},
