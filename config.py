@@ -95,6 +95,14 @@ class Settings:
     # Dashboard.
     dashboard_refresh_s: int = 10
     dashboard_port: int = 8501
+    # Dashboard sessions and logins (issue 15).
+    session_idle_minutes: int = 60
+    session_max_hours: int = 12
+    session_cookie_secure: bool = False
+    login_free_failures: int = 3
+    login_max_failures: int = 8
+    login_lock_minutes: int = 15
+    database_app_url: str = field(default="", repr=False)
 
     # Alerts, delivery and metrics (issue 18).
     alert_interval_s: int = 60
@@ -166,6 +174,13 @@ def get_settings() -> Settings:
         job_timeout_s=_int("JOB_TIMEOUT_S", 240),
         dashboard_refresh_s=_int("DASHBOARD_REFRESH_S", 10),
         dashboard_port=_int("DASHBOARD_PORT", 8501),
+        session_idle_minutes=max(1, _int("SESSION_IDLE_MINUTES", 60)),
+        session_max_hours=max(1, _int("SESSION_MAX_HOURS", 12)),
+        session_cookie_secure=_str("SESSION_COOKIE_SECURE", "false").lower() in ("1", "true"),
+        login_free_failures=max(1, _int("LOGIN_FREE_FAILURES", 3)),
+        login_max_failures=max(1, _int("LOGIN_MAX_FAILURES", 8)),
+        login_lock_minutes=max(1, _int("LOGIN_LOCK_MINUTES", 15)),
+        database_app_url=_str("DATABASE_APP_URL", ""),
         alert_interval_s=_int("ALERT_INTERVAL_S", 60),
         alert_reminder_minutes=_int("ALERT_REMINDER_MINUTES", 240),
         alert_channels=tuple(os.environ.get("ALERT_CHANNELS", "").split()),

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -48,9 +49,11 @@ from services.vocabulary import (
     Role,
     ScrapeStatus,
     ScrapeTrigger,
+    SessionEnd,
     SettlementKind,
     Severity,
     Side,
+    ThrottleScope,
     Timeframe,
     TradeAction,
 )
@@ -681,3 +684,41 @@ class Incident(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     acknowledged_at: Mapped[dt.datetime | None]
     ack_comment: Mapped[str | None] = mapped_column(Text)
+
+
+# -- dashboard sessions and login throttling (migration 0009, issue 15) ----------------------------
+
+
+class DashboardSession(Base):
+    """One login of one dashboard account. The browser holds the token in a cookie; only its
+    SHA-256 is stored, so a copy of this table opens nothing."""
+
+    __tablename__ = "dashboard_sessions"
+    __table_args__ = (
+        CheckConstraint(_in("end_reason", SessionEnd), name="end_reason"),
+        CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended_iff_reason"),
+        Index("ix_dashboard_sessions_account_id", "account_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("dashboard_accounts.id"))
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class LoginThrottle(Base):
+    """Recent failed logins of one username or one client address (ThrottleScope)."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (CheckConstraint(_in("scope", ThrottleScope), name="scope"),)
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[dt.datetime]
+    locked_until: Mapped[dt.datetime | None]

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from config import get_settings
-from pages.ui import md_text, page_offset, pager, principal, show_refusal
+from pages.ui import md_text, page_file, page_offset, pager, principal, show_refusal
 from services.errors import ServiceError
 from services.ops import alerting, delivery
 from services.ops import incidents as incident_ops
@@ -80,7 +80,7 @@ def inbox() -> None:
     for r in page.rows:
         link, what, state = st.columns([2, 6, 2], vertical_alignment="center")
         link.page_link(
-            "pages/incidents.py",
+            page_file("incidents"),
             label=f"Incident #{r['id']}",
             icon=":material/open_in_new:",
             query_params={"incident": str(r["id"])},
@@ -114,24 +114,24 @@ def incident_panel(incident_id: int) -> None:
         cols = st.columns(min(len(markets[:MAX_LINKS]), 6) or 1)
         for i, market_id in enumerate(markets[:MAX_LINKS]):
             cols[i % len(cols)].page_link(
-                "pages/markets.py",
+                page_file("markets"),
                 label=f"Market #{market_id}",
                 query_params={"market": str(market_id)},
             )
     if subjects.get("runs"):
         runs = ", ".join(f"#{r}" for r in subjects["runs"])
         st.page_link(
-            "pages/scrapes.py", label=f"Scrape runs {runs}", icon=":material/travel_explore:"
+            page_file("scrapes"), label=f"Scrape runs {runs}", icon=":material/travel_explore:"
         )
     if subjects.get("jobs"):
         st.page_link(
-            "pages/jobs.py",
+            page_file("jobs"),
             label="Jobs: " + ", ".join(subjects["jobs"]),
             icon=":material/event_repeat:",
         )
     if subjects.get("endpoints"):
         st.page_link(
-            "pages/freshness.py",
+            page_file("freshness"),
             label="X API: " + ", ".join(subjects["endpoints"]),
             icon=":material/schedule:",
         )

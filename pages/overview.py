@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from config import get_settings
-from pages.ui import age, market_badge
+from pages.ui import age, market_badge, page_file
 from services.ops.jobs import scheduler_state
 from services.views import markets as market_views
 from services.views.health import market_health
@@ -40,7 +40,7 @@ def health_panel() -> None:
         st.subheader("System")
         incidents_open = open_incidents()
         (st.error if incidents_open else st.success)(f"Open incidents: {incidents_open}")
-        st.page_link("pages/incidents.py", label="Incident inbox", icon=":material/inbox:")
+        st.page_link(page_file("incidents"), label="Incident inbox", icon=":material/inbox:")
         if sched.leader_age_s is None:
             st.error("Scheduler: no leader is running")
         elif sched.leader_age_s > 30:
@@ -84,7 +84,7 @@ def attention_panel() -> None:
     for r in page.rows:
         link, title, state = st.columns([1, 6, 2], vertical_alignment="center")
         link.page_link(
-            "pages/markets.py",
+            page_file("markets"),
             label=f"Market #{r['id']}",
             icon=":material/open_in_new:",
             query_params={"market": str(r["id"])},

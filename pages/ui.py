@@ -9,20 +9,25 @@ from typing import Any
 
 import streamlit as st
 
+from config import PROJECT_ROOT
 from services.errors import ServiceError
 from services.ops.auth import Principal
 from services.vocabulary import MarketStatus, Result
 
 
 def principal() -> Principal:
-    """The logged-in principal; app.py only runs pages after login."""
+    """The logged-in principal. Pages run only from the navigation dashboard.shell builds after
+    resolving the session, which sets it on every run; anything else stops here, showing nothing."""
     who = st.session_state.get("principal")
     if isinstance(who, Principal):
         return who
-    # Only a page run without app.py gets here: on a fresh server, Streamlit's legacy discovery
-    # of a pages/ folder serves the very first request that way. Hand over to app.py, which asks
-    # for the login and keeps the link's query (app.py reopens a market link after login).
-    st.switch_page("app.py", query_params=st.query_params.to_dict())
+    st.stop()
+
+
+def page_file(name: str) -> str:
+    """The absolute path of page `name` (pages/NAME.py), as st.Page and st.page_link take it
+    (the dashboard's script is not in this folder's parent)."""
+    return str(PROJECT_ROOT / "pages" / f"{name}.py")
 
 
 def age(now: dt.datetime, then: dt.datetime | None) -> str:

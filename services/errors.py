@@ -77,6 +77,8 @@ class ErrorCode(StrEnum):
     REASON_REQUIRED = "REASON_REQUIRED"
     INVALID_INPUT = "INVALID_INPUT"
     NOT_FOUND = "NOT_FOUND"
+    # Too many failed logins for a username or from an address (issue 15).
+    LOGIN_THROTTLED = "LOGIN_THROTTLED"
 
 
 class ServiceError(Exception):

@@ -249,6 +249,25 @@ class DeliveryStatus(StrEnum):
     FAILED = "FAILED"
 
 
+# -- dashboard sessions and login throttling (issue 15) -------------------------------------------
+
+
+class ThrottleScope(StrEnum):
+    """What a run of failed logins is counted against: the username tried, or the client address."""
+
+    ACCOUNT = "ACCOUNT"
+    ADDRESS = "ADDRESS"
+
+
+class SessionEnd(StrEnum):
+    """Why a dashboard session ended before it expired."""
+
+    LOGOUT = "LOGOUT"
+    ENDED_BY_ADMIN = "ENDED_BY_ADMIN"
+    DEACTIVATED = "DEACTIVATED"
+    ROLE_CHANGED = "ROLE_CHANGED"
+
+
 def sql_in(column: str, values: type[StrEnum] | tuple[StrEnum, ...]) -> str:
     """`column IN ('a', 'b')` for a CHECK constraint or a WHERE clause, from enum members."""
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"

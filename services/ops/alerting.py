@@ -420,13 +420,15 @@ def job(ctx: JobContext) -> None:
 
 def mute(principal: Principal | None, rule: str, minutes: int, reason: object) -> int:
     """Mute `rule` from now for `minutes`: its alerts still open incidents, nothing is sent."""
-    who = require(principal, Role.ANALYST, "mute_alert_rule")
-    why = free_text(reason, what="reason", max_len=500, missing=ErrorCode.REASON_REQUIRED)
-    if rule not in {r.value for r in AlertRule}:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown alert rule {rule!r}")
-    if not isinstance(minutes, int) or not 1 <= minutes <= MAX_MUTE_MINUTES:
-        raise ServiceError(ErrorCode.INVALID_INPUT, f"a mute lasts 1 to {MAX_MUTE_MINUTES} minutes")
     with transaction() as session:
+        who = require(session, principal, Role.ANALYST, "mute_alert_rule")
+        why = free_text(reason, what="reason", max_len=500, missing=ErrorCode.REASON_REQUIRED)
+        if rule not in {r.value for r in AlertRule}:
+            raise ServiceError(ErrorCode.INVALID_INPUT, f"unknown alert rule {rule!r}")
+        if not isinstance(minutes, int) or not 1 <= minutes <= MAX_MUTE_MINUTES:
+            raise ServiceError(
+                ErrorCode.INVALID_INPUT, f"a mute lasts 1 to {MAX_MUTE_MINUTES} minutes"
+            )
         mute_id = session.scalar(
             insert(AlertMute)
             .values(
@@ -454,8 +456,8 @@ def mute(principal: Principal | None, rule: str, minutes: int, reason: object) -
 
 def end_mute(principal: Principal | None, mute_id: int) -> Result:
     """End a mute window now (its rule's alerts are sent again from the next evaluation)."""
-    who = require(principal, Role.ANALYST, "end_alert_mute")
     with transaction() as session:
+        who = require(session, principal, Role.ANALYST, "end_alert_mute")
         row = session.get(AlertMute, mute_id, with_for_update=True)
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, f"no mute #{mute_id}")

@@ -1,73 +1,143 @@
-"""Dashboard accounts (the ops team, not market users): argon2 password hashes and roles.
+"""Dashboard accounts (the ops team, not market users): argon2 password hashes, roles, logins.
 
 python -m services.ops.auth create-admin NAME     create the first admin (password from stdin)
+
+Every action re-checks its caller with `require(session, principal, role, action)` inside the
+action's own transaction, against the account's row as it is now (and the caller's dashboard
+session, when there is one): a deactivated account, a lowered role or an ended session stops
+the next action, not the next login.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import re
 import sys
 from dataclasses import dataclass
+from functools import cache
+from typing import Any, NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
 
+from config import get_settings
 from db.engine import transaction
-from db.models import DashboardAccount
+from db.models import DashboardAccount, LoginThrottle
 from services.errors import ErrorCode, ServiceError
-from services.ops import audit
-from services.vocabulary import Result, Role
+from services.ops import audit, sessions
+from services.vocabulary import Result, Role, SessionEnd, ThrottleScope
 
 _hasher = PasswordHasher()
 USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,64}$")
 MIN_PASSWORD = 10
 _ROLES = frozenset(Role)
+# Every refused login says exactly this, whatever the reason (unknown, inactive, wrong password).
+BAD_CREDENTIALS = "wrong username or password"
+# The codes `require` refuses with (it audits the refusal itself).
+CALLER_REFUSED = frozenset({ErrorCode.NOT_AUTHENTICATED, ErrorCode.PERMISSION_DENIED})
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is acting on the dashboard."""
+    """Who is acting on the dashboard: the account, its role when it was last checked, and the
+    dashboard session it acts through (None on the command line)."""
 
     username: str
     role: Role
+    session_id: int | None = None
 
     def can(self, role: Role) -> bool:
         """Whether this principal holds at least `role`; a role outside the vocabulary holds
-        nothing."""
+        nothing. Only for what to offer on a page: the services decide with `require`."""
         return self.role in _ROLES and Role(self.role).includes(role)
 
 
-def require(principal: Principal | None, role: Role, action: str) -> Principal:
-    """Refuse (and audit the refusal) unless `principal` holds at least `role`."""
+def _refuse(
+    principal: Principal | None, action: str, code: ErrorCode, detail: str, msg: str
+) -> NoReturn:
+    # Its own transaction: the refusal stays on record though the action's work rolls back.
+    audit.record(principal, action=action, result=Result.REFUSED, detail=detail)
+    raise ServiceError(code, msg)
+
+
+def require(session: Session, principal: Principal | None, role: Role, action: str) -> Principal:
+    """The caller as the database knows it now, inside the action's transaction `session`.
+
+    Refused (and the refusal audited) unless the account exists and is active, its session (if
+    any) is live, and its CURRENT role includes `role`. The account row is share-locked until the
+    action commits, so a deactivation or role change waits for actions already under way and
+    every later action sees it. Returns the principal with its current role."""
     if principal is None:
-        audit.record(None, action=action, result=Result.REFUSED, detail="not logged in")
-        raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "log in first")
-    if not principal.can(role):
-        audit.record(
+        _refuse(None, action, ErrorCode.NOT_AUTHENTICATED, "not logged in", "log in first")
+    account = session.execute(
+        select(DashboardAccount.id, DashboardAccount.role, DashboardAccount.active)
+        .where(DashboardAccount.username == principal.username)
+        .with_for_update(read=True)
+    ).first()
+    if account is None or not account.active:
+        _refuse(
             principal,
-            action=action,
-            result=Result.REFUSED,
-            detail=f"needs role {role}, has {principal.role}",
+            action,
+            ErrorCode.NOT_AUTHENTICATED,
+            "account unknown or inactive",
+            "your account is not active: log in again",
         )
-        raise ServiceError(ErrorCode.PERMISSION_DENIED, f"{action} needs the {role} role")
-    return principal
+    if principal.session_id is not None and not sessions.is_live(
+        session, principal.session_id, account.id
+    ):
+        _refuse(
+            principal,
+            action,
+            ErrorCode.NOT_AUTHENTICATED,
+            "session ended or expired",
+            "your session has ended: log in again",
+        )
+    current = Principal(principal.username, Role(account.role), principal.session_id)
+    if not current.can(role):
+        _refuse(
+            current,
+            action,
+            ErrorCode.PERMISSION_DENIED,
+            f"needs role {role}, has {current.role}",
+            f"{action} needs the {role} role",
+        )
+    return current
+
+
+def _account_audit(
+    session: Session, actor: Principal | None, action: str, username: str, **after: Any
+) -> None:
+    audit.record(
+        actor,
+        action=action,
+        target_type="dashboard_account",
+        target_id=username,
+        result=Result.OK,
+        after=after,
+        session=session,
+    )
 
 
 def create_account(
     username: str, password: str, role: Role, *, actor: Principal | None = None
 ) -> int:
-    if actor is not None:
-        require(actor, Role.ADMIN, "create_account")
-    if not USERNAME_RE.match(username):
+    """A new account; `actor` None only from the command line (the first admin, the demo)."""
+    if not isinstance(username, str) or not USERNAME_RE.match(username):
         raise ServiceError(ErrorCode.INVALID_INPUT, "username: 2-64 of a-z 0-9 _ . -")
     if role not in _ROLES:
         raise ServiceError(ErrorCode.INVALID_INPUT, f"role must be one of {', '.join(Role)}")
-    if len(password) < MIN_PASSWORD:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
         raise ServiceError(ErrorCode.INVALID_INPUT, f"password needs {MIN_PASSWORD}+ characters")
+    if "\x00" in password:
+        raise ServiceError(ErrorCode.INVALID_INPUT, "the password contains a NUL character")
     with transaction() as session:
+        if actor is not None:
+            actor = require(session, actor, Role.ADMIN, "create_account")
         if session.scalar(select(DashboardAccount.id).where(DashboardAccount.username == username)):
             raise ServiceError(ErrorCode.INVALID_INPUT, f"account {username!r} exists")
         account_id = session.scalar(
@@ -75,75 +145,167 @@ def create_account(
             .values(username=username, password_hash=_hasher.hash(password), role=role)
             .returning(DashboardAccount.id)
         )
-    audit.record(
-        actor,
-        action="create_account",
-        target_type="dashboard_account",
-        target_id=username,
-        result=Result.OK,
-        after={"role": role},
-    )
+        _account_audit(session, actor, "create_account", username, role=role)
     assert account_id is not None
     return account_id
 
 
-def set_active(username: str, active: bool, *, actor: Principal) -> None:
-    require(actor, Role.ADMIN, "set_account_active")
+def _change_account(
+    actor: Principal, username: str, action: str, reason: SessionEnd, **values: Any
+) -> None:
+    """Change one account and end its sessions, with the audit row, in one transaction."""
     with transaction() as session:
-        session.execute(
+        who = require(session, actor, Role.ADMIN, action)
+        changed = session.execute(
             update(DashboardAccount)
             .where(DashboardAccount.username == username)
-            .values(active=active)
-        )
-    audit.record(
-        actor,
-        action="set_account_active",
-        target_type="dashboard_account",
-        target_id=username,
-        result=Result.OK,
-        after={"active": active},
-    )
+            .values(**values)
+            .returning(DashboardAccount.id)
+        ).scalar_one_or_none()
+        if changed is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"no account {username!r}")
+        ended = sessions.end(session, reason, account_id=changed)
+        _account_audit(session, who, action, username, sessions_ended=len(ended), **values)
+
+
+def set_active(username: str, active: bool, *, actor: Principal) -> None:
+    """Deactivate (ending every session of the account) or reactivate an account."""
+    _change_account(actor, username, "set_account_active", SessionEnd.DEACTIVATED, active=active)
+
+
+def set_role(username: str, role: Role, *, actor: Principal) -> None:
+    """Give an account another role; its sessions end, so it logs in again under the new one."""
+    if role not in _ROLES:
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"role must be one of {', '.join(Role)}")
+    _change_account(actor, username, "set_account_role", SessionEnd.ROLE_CHANGED, role=role)
 
 
 def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
-    require(actor, Role.ADMIN, "list_accounts")
+    """Every account with its live sessions and its failed-login state."""
     with transaction() as session:
-        rows = session.execute(select(DashboardAccount).order_by(DashboardAccount.username))
-        return [
-            {
-                "username": a.username,
-                "role": a.role,
-                "active": a.active,
-                "last_login_at": a.last_login_at,
-            }
-            for a in rows.scalars()
-        ]
-
-
-def authenticate(username: str, password: str) -> Principal:
-    """The principal for these credentials; a refusal is audited and says nothing more."""
-    principal = None
-    # PostgreSQL text cannot hold NUL: such a name matches no account.
-    if "\x00" not in username:
-        with transaction() as session:
-            account = session.scalar(
-                select(DashboardAccount).where(DashboardAccount.username == username)
+        require(session, actor, Role.ADMIN, "list_accounts")
+        live = sessions.open_sessions(session)
+        throttles = {
+            t.subject: t
+            for t in session.scalars(
+                select(LoginThrottle).where(LoginThrottle.scope == ThrottleScope.ACCOUNT)
             )
-            if account is not None and account.active and _verify(account.password_hash, password):
-                account.last_login_at = func.now()
-                principal = Principal(account.username, Role(account.role))
-    if principal is None:
+        }
+        rows = session.scalars(select(DashboardAccount).order_by(DashboardAccount.username))
+        out: list[dict[str, object]] = []
+        for a in rows:
+            t = throttles.get(a.username)
+            out.append(
+                {
+                    "username": a.username,
+                    "role": a.role,
+                    "active": a.active,
+                    "last_login_at": a.last_login_at,
+                    "sessions": sum(1 for s in live if s["username"] == a.username),
+                    "failed_logins": t.failures if t else 0,
+                    "locked_until": t.locked_until if t else None,
+                }
+            )
+        return out
+
+
+def list_sessions(*, actor: Principal) -> list[dict[str, Any]]:
+    with transaction() as session:
+        require(session, actor, Role.ADMIN, "list_sessions")
+        return sessions.open_sessions(session)
+
+
+def end_session(session_id: int, *, actor: Principal) -> bool:
+    """End one session (an admin's action, audited); False when it had already ended."""
+    with transaction() as session:
+        who = require(session, actor, Role.ADMIN, "end_session")
+        ended = bool(sessions.end(session, SessionEnd.ENDED_BY_ADMIN, id=session_id))
         audit.record(
-            None,
-            action="login",
-            target_type="dashboard_account",
-            target_id=username.replace("\x00", "\\0")[:64],
-            result=Result.REFUSED,
-            detail="bad credentials",
+            who,
+            action="end_session",
+            target_type="dashboard_session",
+            target_id=str(session_id),
+            result=Result.OK if ended else Result.ALREADY_DONE,
+            session=session,
         )
-        raise ServiceError(ErrorCode.NOT_AUTHENTICATED, "wrong username or password")
-    audit.record(principal, action="login", result=Result.OK)
-    return principal
+    return ended
+
+
+def unlock(scope: ThrottleScope, subject: str, *, actor: Principal) -> bool:
+    """Forget the failed logins of a username or an address (an admin's action, audited)."""
+    with transaction() as session:
+        who = require(session, actor, Role.ADMIN, "unlock_login")
+        cleared = session.execute(
+            delete(LoginThrottle)
+            .where(LoginThrottle.scope == scope, LoginThrottle.subject == subject)
+            .returning(LoginThrottle.failures)
+        ).first()
+        audit.record(
+            who,
+            action="unlock_login",
+            target_type=f"login_{scope.lower()}",
+            target_id=subject[:64],
+            result=Result.OK if cleared else Result.ALREADY_DONE,
+            before={"failures": cleared.failures} if cleared else None,
+            session=session,
+        )
+    return cleared is not None
+
+
+# -- logging in -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How failed logins slow down the next ones: `free` failures cost nothing, then each waits
+    twice as long as the one before (1 s, 2 s, 4 s...), and `max_failures` lock the username or
+    address for `lock`. A run of failures is forgotten after `lock` without one."""
+
+    free: int
+    max_failures: int
+    lock: dt.timedelta
+
+    @classmethod
+    def from_settings(cls) -> ThrottlePolicy:
+        s = get_settings()
+        return cls(
+            s.login_free_failures,
+            max(s.login_max_failures, s.login_free_failures),
+            dt.timedelta(minutes=s.login_lock_minutes),
+        )
+
+    def _current(self, failures: int, last_failure_at: dt.datetime, now: dt.datetime) -> int:
+        return 0 if now - last_failure_at > self.lock else failures
+
+    def wait(
+        self,
+        failures: int,
+        last_failure_at: dt.datetime,
+        locked_until: dt.datetime | None,
+        now: dt.datetime,
+    ) -> dt.timedelta:
+        """How long the next login must wait (zero: it may go ahead)."""
+        if locked_until is not None and locked_until > now:
+            return locked_until - now
+        failures = self._current(failures, last_failure_at, now)
+        if failures < self.free:
+            return dt.timedelta(0)
+        ready = last_failure_at + dt.timedelta(seconds=2 ** (failures - self.free))
+        return max(dt.timedelta(0), ready - now)
+
+    def after_failure(
+        self, failures: int, last_failure_at: dt.datetime | None, now: dt.datetime
+    ) -> tuple[int, dt.datetime | None]:
+        """(failures, locked_until) once one more login has failed."""
+        counted = 1 + (self._current(failures, last_failure_at, now) if last_failure_at else 0)
+        return counted, (now + self.lock if counted >= self.max_failures else None)
+
+
+@cache
+def _dummy_hash() -> str:
+    # Unknown and inactive usernames are verified against this, so they cost what a wrong
+    # password costs and time tells nothing about which usernames exist.
+    return _hasher.hash("no account has this password")
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -151,6 +313,152 @@ def _verify(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def _subjects(username: str, client_address: str | None) -> list[tuple[ThrottleScope, str]]:
+    subjects = [(ThrottleScope.ACCOUNT, username[:64])]
+    if client_address:
+        subjects.append((ThrottleScope.ADDRESS, client_address[:64]))
+    return subjects
+
+
+def _throttled(
+    session: Session,
+    subjects: list[tuple[ThrottleScope, str]],
+    policy: ThrottlePolicy,
+    now: dt.datetime,
+) -> dt.timedelta:
+    waits = [
+        policy.wait(t.failures, t.last_failure_at, t.locked_until, now)
+        for scope, subject in subjects
+        if (t := session.get(LoginThrottle, (scope, subject), with_for_update=True)) is not None
+    ]
+    return max(waits, default=dt.timedelta(0))
+
+
+def _count_failure(
+    session: Session,
+    subjects: list[tuple[ThrottleScope, str]],
+    policy: ThrottlePolicy,
+    now: dt.datetime,
+) -> None:
+    for scope, subject in subjects:
+        t = session.get(LoginThrottle, (scope, subject), with_for_update=True)
+        failures, locked = policy.after_failure(
+            t.failures if t else 0, t.last_failure_at if t else None, now
+        )
+        session.execute(
+            pg_insert(LoginThrottle)
+            .values(
+                scope=scope,
+                subject=subject,
+                failures=failures,
+                last_failure_at=now,
+                locked_until=locked,
+            )
+            .on_conflict_do_update(
+                index_elements=["scope", "subject"],
+                set_={"failures": failures, "last_failure_at": now, "locked_until": locked},
+            )
+        )
+
+
+def log_in(username: str, password: str, client_address: str | None) -> tuple[Principal, str]:
+    """Check the credentials and open a session: (principal, session token for the cookie).
+
+    Unknown usernames, inactive accounts and wrong passwords cost the same argon2 verification
+    and get the same answer. Failures are counted per username and per client address; past the
+    policy's free failures the next attempt must wait, and a run of them locks for a while.
+    Every refusal is audited."""
+    username = username.strip() if isinstance(username, str) else ""
+    password = password if isinstance(password, str) else ""
+    # PostgreSQL text cannot hold NUL: such a name is looked up as no one, and audited escaped.
+    username = username.replace("\x00", "\\0")
+    target = username[:64]
+    policy = ThrottlePolicy.from_settings()
+    subjects = _subjects(username, client_address)
+    with transaction() as session:
+        now: dt.datetime = session.scalar(select(func.now()))  # type: ignore[assignment]
+        wait = _throttled(session, subjects, policy, now)
+        principal = token = None
+        if not wait:
+            account = session.scalar(
+                select(DashboardAccount).where(DashboardAccount.username == username)
+            )
+            usable = account is not None and account.active
+            ok = _verify(account.password_hash if usable else _dummy_hash(), password) and usable
+            if ok:
+                assert account is not None
+                account.last_login_at = func.now()
+                session.execute(
+                    delete(LoginThrottle).where(
+                        LoginThrottle.scope == ThrottleScope.ACCOUNT,
+                        LoginThrottle.subject == target,
+                    )
+                )
+                session_id, token = sessions.open_session(session, account.id, client_address)
+                principal = Principal(account.username, Role(account.role), session_id)
+                audit.record(
+                    principal,
+                    action="login",
+                    result=Result.OK,
+                    detail=client_address,
+                    session=session,
+                )
+            else:
+                _count_failure(session, subjects, policy, now)
+        if principal is None:
+            audit.record(
+                None,
+                action="login",
+                target_type="dashboard_account",
+                target_id=target,
+                result=Result.REFUSED,
+                detail=(
+                    f"throttled for {wait.total_seconds():.0f}s from {client_address}"
+                    if wait
+                    else f"bad credentials from {client_address}"
+                ),
+                session=session,
+            )
+    if principal is None or token is None:
+        if wait:
+            raise ServiceError(
+                ErrorCode.LOGIN_THROTTLED,
+                f"too many failed logins: try again in {max(1, round(wait.total_seconds()))} s",
+            )
+        raise ServiceError(ErrorCode.NOT_AUTHENTICATED, BAD_CREDENTIALS)
+    return principal, token
+
+
+def resolve(token: str | None) -> Principal | None:
+    """The principal of a live session token (the login cookie); None when it opens nothing."""
+    if not token:
+        return None
+    with transaction() as session:
+        found = sessions.find_live(session, token)
+    if found is None:
+        return None
+    session_id, username, role = found
+    return Principal(username, Role(role), session_id)
+
+
+def log_out(token: str | None) -> None:
+    """End the session `token` names (the cookie then opens nothing, wherever a copy of it is)."""
+    if not token:
+        return
+    with transaction() as session:
+        for username in sessions.end(
+            session, SessionEnd.LOGOUT, token_sha256=sessions.token_hash(token)
+        ):
+            audit.record(
+                None,
+                action="logout",
+                target_type="dashboard_account",
+                target_id=username,
+                result=Result.OK,
+                session=session,
+            )
 
 
 def _main() -> int:

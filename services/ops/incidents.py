@@ -36,11 +36,11 @@ def _state(row: Incident) -> dict[str, object]:
 
 def acknowledge(principal: Principal | None, incident_id: int, comment: object) -> Result:
     """Acknowledge an open incident with a comment (someone is on it)."""
-    who = require(principal, Role.ANALYST, "acknowledge_incident")
-    text = free_text(
-        comment, what="comment", max_len=MAX_COMMENT, missing=ErrorCode.REASON_REQUIRED
-    )
     with transaction() as session:
+        who = require(session, principal, Role.ANALYST, "acknowledge_incident")
+        text = free_text(
+            comment, what="comment", max_len=MAX_COMMENT, missing=ErrorCode.REASON_REQUIRED
+        )
         row = _locked(session, incident_id)
         before = _state(row)
         if row.state == IncidentState.OPEN:
@@ -72,9 +72,9 @@ def acknowledge(principal: Principal | None, incident_id: int, comment: object) 
 
 def assign(principal: Principal | None, incident_id: int, assignee: str) -> Result:
     """Assign an incident (open or acknowledged) to an active dashboard account."""
-    who = require(principal, Role.ANALYST, "assign_incident")
-    name = free_text(assignee, what="assignee", max_len=64)
     with transaction() as session:
+        who = require(session, principal, Role.ANALYST, "assign_incident")
+        name = free_text(assignee, what="assignee", max_len=64)
         account = session.scalar(
             select(DashboardAccount.id).where(
                 DashboardAccount.username == name, DashboardAccount.active

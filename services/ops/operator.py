@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import rules
-from db.engine import read_session, retrying
+from db.engine import read_session, retrying, transaction
 from db.models import Market
 from services import lifecycle
 from services.errors import ErrorCode, ServiceError
@@ -164,8 +164,10 @@ class _Call:
     def start(
         cls, principal: Principal | None, action: str, market_id: int, reason: object
     ) -> _Call:
-        """Check the role and the reason (refusals are audited), then read the market."""
-        who = auth.require(principal, Role.OPERATOR, action)
+        """Check the caller and the reason (refusals are audited), then read the market. The
+        caller is checked again inside the action's own transaction (see `run`)."""
+        with transaction() as session:
+            who = auth.require(session, principal, Role.OPERATOR, action)
         why = _reason(who, action, market_id, reason)
         return cls(who, action, market_id, why, _state(market_id))
 
@@ -180,6 +182,8 @@ class _Call:
         or a failure of the service is audited on its own and raised again."""
 
         def unit(session: Session) -> SettlementResult:
+            # The account may have been deactivated or its session ended since `start`.
+            auth.require(session, self.who, Role.OPERATOR, self.action)
             result = work(session)
             if result.applied:
                 self._audit(
@@ -190,7 +194,8 @@ class _Call:
         try:
             return retrying(unit, what=f"{self.action} market {self.market_id}")
         except ServiceError as exc:
-            self.refused(f"{exc.code.value}: {exc.message}")
+            if exc.code not in auth.CALLER_REFUSED:  # `require` has audited its own refusal
+                self.refused(f"{exc.code.value}: {exc.message}")
             raise
         except Exception as exc:
             self._audit(

@@ -17,10 +17,12 @@ from sqlalchemy import select, text, update
 from db.engine import read_session, transaction
 from db.models import ScrapeRun
 from services.errors import ErrorCode, ServiceError
+from services.inputs import free_text
 from services.ops import audit
 from services.ops.auth import Principal, require
 from services.vocabulary import AttemptResult, Result, Role, Side, sql_in
 
+MAX_REASON = 2000
 _RESOLVED = sql_in("result", tuple(AttemptResult.resolved(side) for side in Side))
 
 
@@ -67,20 +69,23 @@ def set_quarantine(
     one transaction under the run's row lock; audited with the state before and after. Asking
     for the state the run is already in changes nothing and says so."""
     action = "quarantine_scrape_run" if quarantined else "release_scrape_run"
-    require(principal, Role.ANALYST, action)
-    assert principal is not None
-    reason = reason.strip()
-    if not reason:
-        audit.record(
-            principal,
-            action=action,
-            target_type="scrape_run",
-            target_id=str(run_id),
-            result=Result.REFUSED,
-            detail="no reason given",
-        )
-        raise ServiceError(ErrorCode.REASON_REQUIRED, "give a reason")
     with transaction() as s:
+        who = require(s, principal, Role.ANALYST, action)
+        try:
+            reason = free_text(
+                reason, what="reason", max_len=MAX_REASON, missing=ErrorCode.REASON_REQUIRED
+            )
+        except ServiceError as exc:
+            # Audited in a transaction of its own: this one rolls back.
+            audit.record(
+                who,
+                action=action,
+                target_type="scrape_run",
+                target_id=str(run_id),
+                result=Result.REFUSED,
+                detail=exc.message,
+            )
+            raise
         current = s.execute(
             select(ScrapeRun).where(ScrapeRun.id == run_id).with_for_update()
         ).scalar_one_or_none()
@@ -95,23 +100,23 @@ def set_quarantine(
                 .values(
                     quarantined=quarantined,
                     quarantine_reason=reason,
-                    quarantined_by=principal.username,
+                    quarantined_by=who.username,
                     quarantined_at=dt.datetime.now(dt.UTC),
                 )
             )
             s.refresh(current)
-        after = _state(current)
-    audit.record(
-        principal,
-        action=action,
-        target_type="scrape_run",
-        target_id=str(run_id),
-        reason=reason,
-        result=Result.OK,
-        detail=None if applied else f"already {'quarantined' if quarantined else 'released'}",
-        before=before,
-        after=after,
-    )
+        audit.record(
+            who,
+            action=action,
+            target_type="scrape_run",
+            target_id=str(run_id),
+            reason=reason,
+            result=Result.OK,
+            detail=None if applied else f"already {'quarantined' if quarantined else 'released'}",
+            before=before,
+            after=_state(current),
+            session=s,
+        )
     return QuarantineResult(run_id, quarantined, applied)
 
 

@@ -1,0 +1,95 @@
+"""The login and logout routes: plain HTML form POSTs, answered with the session cookie and a
+redirect. The cookie is HttpOnly (no script can read it), SameSite=Strict (no other site can
+send it) and Secure when served over HTTPS (or SESSION_COOKIE_SECURE)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from config import get_settings
+from services.errors import ServiceError
+from services.ops import auth
+from services.ops.sessions import COOKIE
+
+LOGIN_PATH = "/auth/login"
+LOGOUT_PATH = "/auth/logout"
+# The query parameter the login form reads to say why the last attempt failed.
+LOGIN_ERROR = "login_error"
+
+
+def local_target(value: object) -> str:
+    """A path on this site to go to after login ('/' for anything else: an absolute URL, a
+    scheme-relative '//host', a backslash trick), without a stale login error."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if "\\" in value or any(ord(c) < 32 for c in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/"
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != LOGIN_ERROR]
+    return parts.path + (f"?{urlencode(query)}" if query else "")
+
+
+def _with_error(target: str, code: str) -> str:
+    return target + ("&" if "?" in target else "?") + urlencode({LOGIN_ERROR: code})
+
+
+def _same_origin(request: Request) -> bool:
+    """A form posted from this site (browsers send Origin with every POST); refuses login CSRF."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: nothing to forge
+    host = request.headers.get("host", "")
+    return urlsplit(origin).netloc == host
+
+
+def _secure(request: Request) -> bool:
+    return get_settings().session_cookie_secure or request.url.scheme == "https"
+
+
+async def login(request: Request) -> Response:
+    if not _same_origin(request):
+        return PlainTextResponse("cross-site login refused", status_code=403)
+    form = await request.form()
+    target = local_target(form.get("next"))
+    client = request.client.host if request.client else None
+    try:
+        _, token = await run_in_threadpool(
+            auth.log_in, str(form.get("username") or ""), str(form.get("password") or ""), client
+        )
+    except ServiceError as exc:
+        return RedirectResponse(_with_error(target, exc.code.value), status_code=303)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=get_settings().session_max_hours * 3600,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    if not _same_origin(request):
+        return PlainTextResponse("cross-site logout refused", status_code=403)
+    await run_in_threadpool(auth.log_out, request.cookies.get(COOKIE))
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(
+        COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request)
+    )
+    return response
+
+
+ROUTES = [
+    Route(LOGIN_PATH, login, methods=["POST"]),
+    Route(LOGOUT_PATH, logout, methods=["POST"]),
+]
