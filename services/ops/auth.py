@@ -374,6 +374,7 @@ def log_in(username: str, password: str, client_address: str | None) -> tuple[Pr
     password = password if isinstance(password, str) else ""
     # PostgreSQL text cannot hold NUL: such a name is looked up as no one, and audited escaped.
     username = username.replace("\x00", "\\0")
+    client_address = client_address.replace("\x00", "\\0")[:64] if client_address else None
     target = username[:64]
     policy = ThrottlePolicy.from_settings()
     subjects = _subjects(username, client_address)

@@ -7,17 +7,19 @@ import datetime as dt
 import itertools
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
-from config import PROJECT_ROOT
 from db.engine import read_session, transaction
 from services.money import users
 from services.money.bets import place_bet
 from services.ops import audit
+from services.ops.auth import Principal
 from services.vocabulary import AccountKind, TradeAction
+from tests.support import accounts
 from tests.support.factories import close_market, new_kol, new_market, new_named_kol
 from tests.support.money import user_balance
 
@@ -41,9 +43,14 @@ class Scenario:
 _seq = itertools.count(1)
 
 
-def dashboard_app() -> AppTest:
-    """app.py under AppTest, not yet run."""
-    return AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=30)
+def dashboard_app(principal: Principal | None = None) -> AppTest:
+    """The dashboard's shell under AppTest as `principal` (its account is created if needed),
+    not yet run."""
+    if principal is not None:
+        accounts.ensure(principal)
+    at = AppTest.from_file(str(Path(__file__).with_name("dashboard_as.py")), default_timeout=30)
+    at.session_state["principal"] = principal
+    return at
 
 
 def open_market_now(

@@ -18,9 +18,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from config import PROJECT_ROOT, get_settings
 from services.ops import audit, auth, operator
-from services.ops.auth import Principal
 from services.sources.scraper import CHROMIUM_ARGS
 from tests.conftest import running_dashboard
+from tests.support.accounts import principal
 from tests.support.pages import (
     DEPOSIT,
     balances,
@@ -91,7 +91,7 @@ def test_operator_cancels_an_overdue_market_through_the_dialog(
     settle(resolved.market_id, "YES", actor="resolver", reason="evidence")
     cancelled = overdue_market_with_bets(db)
     operator.cancel_and_refund(
-        Principal("otto", "operator"), cancelled.market_id, "bad feed", expected_status="OPEN"
+        principal("otto", "operator"), cancelled.market_id, "bad feed", expected_status="OPEN"
     )
     page = browser.new_page(viewport={"width": 1440, "height": 1300})
     page.set_default_timeout(TIMEOUT_MS)

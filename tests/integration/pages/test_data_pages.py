@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from config import get_settings
 from db.engine import transaction
+from pages.ui import page_file
 from services.money import users
 from services.ops import audit, auth
 from services.ops.auth import Principal
@@ -157,10 +158,9 @@ def planted(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[st
 
 
 def _open(page: str, who: Principal) -> AppTest:
-    at = dashboard_app()
-    at.session_state["principal"] = who
+    at = dashboard_app(who)
     at.run()
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(page_file(page))
     return at.run()
 
 
@@ -285,7 +285,7 @@ def test_accounts_page_is_for_admins_who_create_and_deactivate(planted: dict[str
     at.text_input[1].input("a long password")
     at.button[0].click().run()
     assert [s.value for s in at.success] == ["Account newbie (analyst) created."]
-    assert auth.authenticate("newbie", "a long password").role == "analyst"
+    assert auth.log_in("newbie", "a long password", None)[0].role == "analyst"
     at.selectbox(key="accounts_pick").set_value("newbie").run()
     at.button(key="accounts_toggle").click().run()
     assert [s.value for s in at.success] == ["Account newbie deactivated."]
@@ -295,8 +295,7 @@ def test_accounts_page_is_for_admins_who_create_and_deactivate(planted: dict[str
         if a["username"] == "newbie"
     ] == [False]
 
-    viewer = dashboard_app()
-    viewer.session_state["principal"] = Principal("vic", "viewer")
+    viewer = dashboard_app(Principal("vic", "viewer"))
     viewer.run()
     with pytest.raises(ValueError, match="Could not find a navigation page"):  # not offered
-        viewer.switch_page("pages/accounts.py").run()
+        viewer.switch_page(page_file("accounts")).run()

@@ -11,9 +11,10 @@ import pyarrow
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pages.ui import page_file
 from services.money.bets import place_bet
 from services.ops import audit, auth, operator
-from services.ops.auth import Principal
+from tests.support.accounts import principal
 from tests.support.pages import (
     DEPOSIT,
     balances,
@@ -34,18 +35,15 @@ HOSTILE = '<img src=x onerror="alert(1)"> **bold** ![t](http://198.51.100.1/t.pn
 def login(role: str) -> AppTest:
     username = f"{role}1"
     auth.create_account(username, PASSWORD, role)
-    at = dashboard_app()
+    who, _ = auth.log_in(username, PASSWORD, "127.0.0.1")
+    at = dashboard_app(who)
     at.run()
-    at.text_input[0].input(username)
-    at.text_input[1].input(PASSWORD)
-    at.button[0].click()
-    at.run()
-    assert at.session_state["principal"] == Principal(username, role)
+    assert at.session_state["principal"] == who
     return at
 
 
 def open_market(at: AppTest, market_id: int) -> AppTest:
-    at.switch_page("pages/markets.py")
+    at.switch_page(page_file("markets"))
     at.query_params["market"] = str(market_id)
     at.run()
     assert not at.exception, at.exception
@@ -64,7 +62,7 @@ def action_buttons(at: AppTest) -> dict[str, bool]:
 def test_viewers_and_analysts_see_markets_but_no_action(db: str, role: str) -> None:
     s = overdue_market_with_bets(db)
     at = login(role)
-    at.switch_page("pages/markets.py").run()
+    at.switch_page(page_file("markets")).run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Markets"]
     assert at.dataframe[0].value["id"].tolist() == [s.market_id]
@@ -91,7 +89,7 @@ def test_the_list_filters_searches_and_opens_a_market(db: str) -> None:
     odd = open_market_now(title="100% sure_thing", kol_name="Carol")
     due = overdue_market_with_bets(db, kol_name="Dave").market_id
     at = login("viewer")
-    at.switch_page("pages/markets.py").run()
+    at.switch_page(page_file("markets")).run()
     assert sorted(at.dataframe[0].value["id"].tolist()) == sorted([plain, odd, due])
 
     at.text_input(key="markets.search").input("alice").run()
@@ -185,7 +183,7 @@ def test_a_second_operator_confirming_late_is_told_it_is_already_done(db: str) -
     at.text_area(key="dialog.reason").input("bad data")
     # Meanwhile another operator cancels the market.
     operator.cancel_and_refund(
-        Principal("otto", "operator"), s.market_id, "bad data", expected_status="OPEN"
+        principal("otto", "operator"), s.market_id, "bad data", expected_status="OPEN"
     )
     at.button(key="dialog.confirm").click().run()
     assert not at.exception
@@ -241,7 +239,7 @@ def test_overview_links_overdue_markets_and_charts_outcomes(db: str) -> None:
     cancelled = overdue_market_with_bets(db)
     settle(resolved.market_id, "YES", actor="resolver", reason="evidence")
     operator.cancel_and_refund(
-        Principal("otto", "operator"), cancelled.market_id, "bad", expected_status="OPEN"
+        principal("otto", "operator"), cancelled.market_id, "bad", expected_status="OPEN"
     )
     at = login("viewer")
     assert not at.exception
@@ -267,14 +265,14 @@ def test_overview_links_overdue_markets_and_charts_outcomes(db: str) -> None:
 
 def test_audit_log_lists_actions_newest_first_and_filters(db: str) -> None:
     s = overdue_market_with_bets(db)
-    otto = Principal("otto", "operator")
+    otto = principal("otto", "operator")
     operator.cancel_and_refund(otto, s.market_id, "bad data", expected_status="OPEN")
     with pytest.raises(Exception):  # noqa: B017 - the refusal itself is what is logged
         operator.cancel_and_refund(
-            Principal("vic", "viewer"), s.market_id, "x", expected_status="OPEN"
+            principal("vic", "viewer"), s.market_id, "x", expected_status="OPEN"
         )
     at = login("viewer")
-    at.switch_page("pages/audit.py").run()
+    at.switch_page(page_file("audit")).run()
     assert not at.exception
     table = at.dataframe[0].value
     assert table["action"].tolist() == ["login", "create_account", *["cancel_and_refund"] * 2]

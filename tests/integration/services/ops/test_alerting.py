@@ -17,6 +17,7 @@ from services.ops.auth import Principal
 from services.vocabulary import AlertRule
 from standins.webhook_standin import WebhookStandin
 from tests.conftest import Standins
+from tests.support import accounts
 from tests.support.alerts import (
     SmtpReceiver,
     alerts,
@@ -30,6 +31,12 @@ from tests.support.alerts import (
 
 ANALYST = Principal("ana", "analyst")
 VIEWER = Principal("vic", "viewer")
+
+
+@pytest.fixture(autouse=True)
+def _accounts(db: str) -> None:
+    """The services check every caller against its account: these principals' accounts exist."""
+    accounts.ensure(ANALYST, VIEWER)
 
 
 @pytest.fixture()

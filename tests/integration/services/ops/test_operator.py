@@ -23,6 +23,7 @@ from services.ops.auth import Principal
 from services.vocabulary import MarketType, Result
 from standins.xapi_standin import user_id
 from tests.conftest import Standins
+from tests.support import accounts
 from tests.support.factories import close_market
 from tests.support.pages import (
     TRADES,
@@ -42,6 +43,14 @@ OPERATOR = Principal("olga", "operator")
 ADMIN = Principal("ada", "admin")
 VIEWER = Principal("vic", "viewer")
 ANALYST = Principal("ana", "analyst")
+
+
+@pytest.fixture(autouse=True)
+def _accounts(db: str) -> None:
+    """The services check every caller against its account: these principals' accounts exist."""
+    accounts.ensure(OPERATOR, ADMIN, VIEWER, ANALYST)
+
+
 _seq = itertools.count(1)
 
 

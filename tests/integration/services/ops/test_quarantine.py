@@ -18,12 +18,20 @@ from services.ops import quarantine as quarantine_ops
 from services.ops.auth import Principal
 from services.resolution import resolver
 from services.views import kols as kol_views
+from tests.support import accounts
+from tests.support.accounts import principal
 from tests.support.factories import new_market
 from tests.support.scrape_data import NOW, board, fund_house, kol, scrape_run
 from tests.support.settling import checkpoint
 
 ANALYST = Principal("ana", "analyst")
 VIEWER = Principal("vic", "viewer")
+
+
+@pytest.fixture(autouse=True)
+def _accounts(db: str) -> None:
+    """The services check every caller against its account: these principals' accounts exist."""
+    accounts.ensure(ANALYST, VIEWER)
 
 
 def _quarantine_state(run_id: int) -> tuple[bool, str | None, str | None]:
@@ -62,7 +70,7 @@ def test_analyst_quarantines_and_releases_a_run_audited(db: str) -> None:
     assert not again.applied
     assert _quarantine_state(newer) == (True, "ranks look shifted", "ana")
 
-    released = quarantine_ops.set_quarantine(Principal("ops", "operator"), newer, False, "checked")
+    released = quarantine_ops.set_quarantine(principal("ops", "operator"), newer, False, "checked")
     assert released.applied and _quarantine_state(newer)[0] is False
     assert audit.recent(action="release_scrape_run")[0]["after"]["quarantined"] is False
 

@@ -21,6 +21,7 @@ from services.resolution import resolver
 from standins.kolscan_standin import KolscanStandin, StandinRow
 from standins.xapi_standin import XApiStandin, user_id
 from tests.conftest import Standins
+from tests.support.accounts import principal
 from tests.support.factories import close_market, new_market
 from tests.support.money import user_balance
 
@@ -679,7 +680,6 @@ def test_a_run_quarantined_after_the_pass_read_it_decides_nothing(
     """The pass has read the run as usable; an analyst quarantines it before the market is
     settled: the settlement re-checks the run under a lock and the market is decided again on
     the next pass, without it."""
-    from services.ops.auth import Principal
     from services.ops.quarantine import set_quarantine
     from services.sources import scraper
 
@@ -690,7 +690,7 @@ def test_a_run_quarantined_after_the_pass_read_it_decides_nothing(
     [due] = resolver._claim(10, "slow-pass")
     p = resolver._new_pass("slow-pass")
     resolver._gather_snapshots(p, [due])
-    set_quarantine(Principal("ana", "analyst"), run.run_id, True, "ranks shifted")
+    set_quarantine(principal("ana", "analyst"), run.run_id, True, "ranks shifted")
 
     report = resolver.SweepReport()
     resolver._handle([due], p, report)
