@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 from config import PROJECT_ROOT, get_settings, setup_logging
-from db.engine import libpq_url
+from db.engine import libpq_url, owner_url
 from db.migrate import upgrade
 
 log = logging.getLogger("kolops.launch")
@@ -88,9 +88,11 @@ def main() -> int:
         children.append(child)
         return child
 
-    # The launcher holds the embedded server; children reach it through DATABASE_URL.
-    env["DATABASE_URL"] = libpq_url()
+    # The launcher holds the embedded server; children reach it through DATABASE_URL (the
+    # owner, for migrations) and DATABASE_APP_URL (the role owning nothing, db.privileges).
+    env["DATABASE_URL"] = owner_url()
     upgrade(env["DATABASE_URL"])
+    env["DATABASE_APP_URL"] = libpq_url()
     log.info("database ready")
 
     if not settings.kolscan_configured:

@@ -33,7 +33,7 @@ from services.views import freshness
 from services.views import kols as kol_views
 from services.views import ledger as ledger_views
 from services.views import scrapes as scrape_views
-from services.vocabulary import Timeframe
+from services.vocabulary import Role, Timeframe
 
 # Pages rendered outside a server make Streamlit warn on every call; the table is what counts.
 logging.getLogger("streamlit").setLevel(logging.ERROR)
@@ -325,15 +325,16 @@ def render_times(pages: list[str]) -> dict[tuple[str, str], float]:
     """A full AppTest render of each page: with its read caches cleared ("cold") and within their
     time to live ("cached")."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
-    app = Path(__file__).resolve().parent.parent / "app.py"
+    from pages.ui import page_file
+    from tests.support.pages import dashboard_app
+
     out = {}
     for page in pages:
-        at = AppTest.from_file(str(app), default_timeout=120)
-        at.session_state["principal"] = Principal("bench", "admin")
+        at = dashboard_app(Principal("bench", Role.ADMIN))
+        at.default_timeout = 120
         at.run()
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(page_file(page))
         at.run()  # warm-up: imports and the first connections
         assert not at.exception, (page, at.exception)
         for cache, clear in (("cold", True), ("cached", False)):

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from config import get_settings
-from db import embedded
+from db import embedded, privileges
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,12 +42,25 @@ _pipeline_pool: QueuePool | None = None
 POOL_SIZE, MAX_OVERFLOW = 10, 20
 
 
-def libpq_url() -> str:
-    """The database's plain libpq URL (starting the embedded server when none is configured)."""
+def owner_url() -> str:
+    """The URL of the tables' owner, for migrations (starting the embedded server when no
+    DATABASE_URL is configured)."""
     settings = get_settings()
     if settings.database_url:
         return settings.database_url
     return embedded.start(settings.embedded_pgdata)
+
+
+def libpq_url() -> str:
+    """The application's plain libpq URL: DATABASE_APP_URL, or on the embedded server the role
+    `db.privileges` sets up (owning nothing, with only the privileges it uses); with only a
+    DATABASE_URL, that one."""
+    settings = get_settings()
+    if settings.database_app_url:
+        return settings.database_app_url
+    if settings.database_url:
+        return settings.database_url
+    return privileges.app_url(owner_url())
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -1,4 +1,7 @@
-"""Apply the migrations: `python -m db.migrate` (to head), `python -m db.migrate downgrade base`."""
+"""Apply the migrations: `python -m db.migrate` (to head), `python -m db.migrate downgrade base`.
+
+Migrations run as the tables' owner; every upgrade then grants the application's role exactly
+what `db.privileges` declares."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from alembic import command
 from alembic.config import Config
 
 from config import PROJECT_ROOT
+from db import privileges
+from db.engine import owner_url
 
 
 def alembic_config(url: str | None = None) -> Config:
@@ -19,6 +24,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+    if revision == "head":
+        privileges.apply(url or owner_url())
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

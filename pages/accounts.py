@@ -1,4 +1,5 @@
-"""Accounts (admins): the dashboard's accounts; create one, deactivate or reactivate one.
+"""Accounts (admins): the dashboard's accounts with their live sessions and failed logins; create
+one, change its role, deactivate or reactivate it, end a session, unlock a locked login.
 
 The navigation offers this page to admins only, and every call re-checks the role."""
 
@@ -9,7 +10,7 @@ import streamlit as st
 from pages.ui import principal, show_refusal
 from services.errors import ServiceError
 from services.ops import auth
-from services.vocabulary import Role
+from services.vocabulary import Role, ThrottleScope
 
 who = principal()
 st.title("Dashboard accounts")
@@ -17,18 +18,36 @@ flash = st.session_state.pop("accounts_flash", None)
 if flash:
     st.success(flash)
 
+
+def _done(message: str) -> None:
+    st.session_state["accounts_flash"] = message
+    st.rerun()
+
+
 try:
     accounts = auth.list_accounts(actor=who)
+    sessions = auth.list_sessions(actor=who)
 except ServiceError as exc:
     show_refusal(exc)
     st.stop()
-st.dataframe(accounts, hide_index=True, width="stretch")
+st.dataframe(
+    accounts,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "sessions": st.column_config.NumberColumn("live sessions"),
+        "failed_logins": st.column_config.NumberColumn("failed logins"),
+        "locked_until": st.column_config.DatetimeColumn("locked until", format="iso8601"),
+    },
+)
 
 st.subheader("Create an account")
 with st.form("create_account", clear_on_submit=True):
     username = st.text_input("Username (a-z 0-9 _ . -)")
     role = st.selectbox("Role", [r.value for r in Role])
-    password = st.text_input(f"Password ({auth.MIN_PASSWORD}+ characters)", type="password")
+    password = st.text_input(
+        f"Password ({auth.MIN_PASSWORD}+ characters)", type="password", autocomplete="new-password"
+    )
     create = st.form_submit_button("Create")
 if create:
     try:
@@ -36,10 +55,9 @@ if create:
     except ServiceError as exc:
         show_refusal(exc)
     else:
-        st.session_state["accounts_flash"] = f"Account {username.strip()} ({role}) created."
-        st.rerun()
+        _done(f"Account {username.strip()} ({role}) created.")
 
-st.subheader("Deactivate or reactivate")
+st.subheader("Deactivate, reactivate or change the role")
 others = [a for a in accounts if a["username"] != who.username]
 if not others:
     st.caption("No other accounts.")
@@ -53,15 +71,59 @@ else:
         ),
         key="accounts_pick",
     )
-    active = by_name[name]["active"]
-    if st.button("Deactivate" if active else "Reactivate", key="accounts_toggle"):
+    picked = by_name[name]
+    active = bool(picked["active"])
+    cols = st.columns([1, 1, 2])
+    if cols[0].button("Deactivate" if active else "Reactivate", key="accounts_toggle"):
         try:
             auth.set_active(name, not active, actor=who)
         except ServiceError as exc:
             show_refusal(exc)
         else:
-            st.session_state["accounts_flash"] = (
-                f"Account {name} {'deactivated' if active else 'reactivated'}."
-            )
-            st.rerun()
-    st.caption("You cannot deactivate your own account here: another admin must.")
+            _done(f"Account {name} {'deactivated' if active else 'reactivated'}.")
+    roles = [r.value for r in Role]
+    new_role = cols[2].selectbox(
+        "New role", roles, index=roles.index(str(picked["role"])), key="accounts_role"
+    )
+    if cols[1].button("Change role", key="accounts_set_role", disabled=new_role == picked["role"]):
+        try:
+            auth.set_role(name, Role(new_role), actor=who)
+        except ServiceError as exc:
+            show_refusal(exc)
+        else:
+            _done(f"Account {name} is now {new_role}; its sessions ended.")
+    throttled = picked["locked_until"] is not None or bool(picked["failed_logins"])
+    if throttled and st.button(f"Unlock {name}'s login", key="accounts_unlock"):
+        try:
+            auth.unlock(ThrottleScope.ACCOUNT, name, actor=who)
+        except ServiceError as exc:
+            show_refusal(exc)
+        else:
+            _done(f"Failed logins of {name} forgotten.")
+    st.caption(
+        "You cannot deactivate your own account here: another admin must. Deactivating an"
+        " account or changing its role ends its sessions at once."
+    )
+
+st.subheader("Live sessions")
+if not sessions:
+    st.caption("No live sessions.")
+else:
+    st.dataframe(sessions, hide_index=True, width="stretch")
+    by_id = {int(s["id"]): s for s in sessions}
+    pick = st.selectbox(
+        "Session",
+        list(by_id),
+        format_func=lambda i: (
+            f"#{i} {by_id[i]['username']} from {by_id[i]['client_address'] or '?'}"
+            f" since {by_id[i]['created_at']:%Y-%m-%d %H:%M} UTC"
+        ),
+        key="accounts_session",
+    )
+    if st.button("End this session", key="accounts_end_session"):
+        try:
+            auth.end_session(pick, actor=who)
+        except ServiceError as exc:
+            show_refusal(exc)
+        else:
+            _done(f"Session #{pick} ended.")

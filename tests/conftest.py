@@ -1,5 +1,7 @@
 """Test database: a real PostgreSQL (embedded via pgserver, or DATABASE_URL), migrated once per
-session; every test starts from empty tables. Subprocesses inherit DATABASE_URL."""
+session; every test starts from empty tables. The services under test connect as the
+application's role (db.privileges; DATABASE_APP_URL), the `db` fixture's URL is the owner's (for
+planting faults). Subprocesses inherit both."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 
 import launch
 from config import PROJECT_ROOT, get_settings
-from db import embedded
+from db import embedded, privileges
 from db.engine import dispose_engine
 from db.migrate import upgrade
 
@@ -52,8 +54,11 @@ def database_url(admin_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{TEST_DB}"')
     url = _with_database(admin_url, TEST_DB)
-    previous = os.environ.get("DATABASE_URL")
+    previous = {k: os.environ.get(k) for k in ("DATABASE_URL", "DATABASE_APP_URL")}
     os.environ["DATABASE_URL"] = url
+    # The server must let the application's role in without a password (the embedded one
+    # trusts local connections).
+    os.environ["DATABASE_APP_URL"] = privileges.app_url(url)
     os.environ.setdefault("TEST_ADMIN_DATABASE_URL", admin_url)
     get_settings.cache_clear()
     dispose_engine()
@@ -62,10 +67,11 @@ def database_url(admin_url: str) -> Iterator[str]:
     dispose_engine()
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-    if previous is None:
-        os.environ.pop("DATABASE_URL", None)
-    else:
-        os.environ["DATABASE_URL"] = previous
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     get_settings.cache_clear()
 
 

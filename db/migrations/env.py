@@ -3,10 +3,10 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from db.engine import libpq_url, sqlalchemy_url
+from db.engine import owner_url, sqlalchemy_url
 from db.models import Base
 
-url = context.config.attributes.get("url") or libpq_url()
+url = context.config.attributes.get("url") or owner_url()
 connectable = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
 with connectable.connect() as connection:
     context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)

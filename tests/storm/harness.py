@@ -57,6 +57,7 @@ from services.sources import followers, scraper
 from standins.xapi_standin import user_id
 from tests.storm import invariants
 from tests.storm.invariants import Result, Window
+from tests.support import accounts
 from tests.support.factories import market_spec
 
 HOUSE_CAPITAL = Decimal("50000000")
@@ -172,6 +173,7 @@ class Storm:
     # -- set-up ---------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        accounts.ensure(OPERATOR, ANALYST, VIEWER)
         with transaction() as s:
             users.fund_house(s, HOUSE_CAPITAL, key="storm:house", actor="storm")
         self.capital += HOUSE_CAPITAL

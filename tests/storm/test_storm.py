@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 from psycopg.types.json import Jsonb
 
 from config import get_settings
@@ -36,6 +36,7 @@ from standins.xapi_standin import XApiStandin
 from tests.conftest import Standins, running_dashboard
 from tests.storm.harness import HOSTILE, LONG, OPERATOR, VIEWER, Config, Storm
 from tests.storm.invariants import Window
+from tests.support import accounts
 from tests.support.factories import new_market
 
 SHORT_SECONDS = 75.0
@@ -254,6 +255,7 @@ def test_hostile_input_reaches_the_pages_as_text_and_no_one_gets_in(
 ) -> None:
     auth.create_account(ADMIN, ADMIN_PASSWORD, "admin")
     auth.create_account("storm-viewer", "storm viewer password", "viewer")
+    accounts.ensure(OPERATOR)
     markets = _plant_hostile_data(db)
 
     # Through the service layer: a viewer, and no login at all, are refused and audited.
@@ -285,7 +287,7 @@ def test_hostile_input_reaches_the_pages_as_text_and_no_one_gets_in(
             # Wrong passwords (one a SQL fragment) are refused, shown plainly, and audited.
             for username, password in ((ADMIN, "not the password"), (SQL_FRAGMENT, SQL_FRAGMENT)):
                 _login(page, dashboard, username, password)
-                assert page.get_by_text("wrong username or password").is_visible()
+                expect(page.get_by_text("wrong username or password")).to_be_visible()
                 _assert_inert(page, "login")
             logins = audit.recent(action="login")
             assert [r["result"] for r in logins[:2]] == ["REFUSED", "REFUSED"]
@@ -334,12 +336,14 @@ def test_hostile_input_reaches_the_pages_as_text_and_no_one_gets_in(
                 page.get_by_role("button", name="← All markets").click()
                 _quiet(page)
 
-            # Without a login every page is the login form and nothing else.
-            anonymous = browser.new_page()
+            # Without a login every page is the login form and nothing else. Each check waits
+            # for that definite state (the form's password field), never for a quiet period: a
+            # slow page and a leaking one must not look alike.
+            anonymous = browser.new_page()  # a context of its own: no session cookie
             for href in [*hrefs, f"{dashboard}/markets?market={quote(HOSTILE[0])}"]:
                 anonymous.goto(href)
+                expect(anonymous.locator('input[name="password"]')).to_be_visible(timeout=60_000)
                 _quiet(anonymous)
-                assert anonymous.get_by_label("Password", exact=True).is_visible()
                 _assert_inert(anonymous, f"{href} without login")
                 assert anonymous.locator('[data-testid="stSidebarNavLink"]').count() <= 1
                 text_ = _visible_text(anonymous)

@@ -275,8 +275,9 @@ def test_audit_log_lists_actions_newest_first_and_filters(db: str) -> None:
     at.switch_page(page_file("audit")).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert table["action"].tolist() == ["login", "create_account", *["cancel_and_refund"] * 2]
-    assert table["result"].tolist()[2:] == ["REFUSED", "OK"]
+    actions = [a for a in table["action"].tolist() if a != "create_account"]
+    assert actions == ["login", *["cancel_and_refund"] * 2]
+    assert table[table["action"] == "cancel_and_refund"]["result"].tolist() == ["REFUSED", "OK"]
     at.text_input(key="audit.action").input("login").run()
     assert at.dataframe[0].value["user"].tolist() == ["viewer1"]
     at.text_input(key="audit.action").input("").run()

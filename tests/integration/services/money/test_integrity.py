@@ -4,7 +4,6 @@ services' back."""
 from __future__ import annotations
 
 import psycopg
-from sqlalchemy import text
 
 from db.engine import transaction
 from services.money.integrity import Check, check_integrity
@@ -47,9 +46,7 @@ def test_integrity_finds_balance_differing_from_ledger(db: str) -> None:
 def test_integrity_finds_unbalanced_transaction(db: str) -> None:
     register("ivy", "10")
     _plant(db, "UPDATE ledger_entries SET amount = 20 WHERE amount = 10")
-    with transaction() as s:
-        s.execute(text("SET LOCAL session_replication_role = replica"))
-        s.execute(text("UPDATE accounts SET balance = 20 WHERE kind = 'USER'"))
+    _plant(db, "UPDATE accounts SET balance = 20 WHERE kind = 'USER'")
     report = check_integrity()
     assert Check.TRANSACTION_BALANCED in {v.check for v in report.violations}
 

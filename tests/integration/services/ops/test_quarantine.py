@@ -91,7 +91,9 @@ def test_quarantine_refusals_change_nothing_and_are_audited(db: str) -> None:
         with pytest.raises(ServiceError) as err:
             quarantine_ops.set_quarantine(ANALYST, run_id, True, blank)
         assert err.value.code == ErrorCode.REASON_REQUIRED
-    assert audit.recent(action="quarantine_scrape_run")[0]["detail"] == "no reason given"
+    assert audit.recent(action="quarantine_scrape_run")[0]["detail"] == (
+        "a non-empty reason is required"
+    )
 
     with pytest.raises(ServiceError) as err:
         quarantine_ops.set_quarantine(ANALYST, run_id + 999, True, "gone")
