@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from config import get_settings
-from pages.ui import md_text, page_file, page_offset, pager, principal, show_refusal
+from pages.ui import md_text, page_file, page_offset, pager, principal, refreshing, show_refusal
 from services.errors import ServiceError
 from services.ops import alerting, delivery
 from services.ops import incidents as incident_ops
@@ -67,7 +67,7 @@ def channels_panel() -> None:
         st.dataframe(problems, hide_index=True, width="stretch")
 
 
-@st.fragment(run_every=REFRESH)
+@refreshing(REFRESH)
 def inbox() -> None:
     choice = st.segmented_control("Show", list(SHOWS), default="Open", key="incidents.shows")
     shows = SHOWS[choice or "Open"]
@@ -91,7 +91,7 @@ def inbox() -> None:
     pager("incidents.page", page.total, PAGE_SIZE)
 
 
-@st.fragment(run_every=REFRESH)
+@refreshing(REFRESH)
 def incident_panel(incident_id: int) -> None:
     row = views.incident(incident_id)
     if row is None:

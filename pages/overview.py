@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from config import get_settings
-from pages.ui import age, market_badge, page_file
+from pages.ui import age, market_badge, page_file, refreshing
 from services.ops.jobs import scheduler_state
 from services.views import markets as market_views
 from services.views.health import market_health
@@ -23,7 +23,7 @@ WINDOWS = {"24 hours": 1, "7 days": 7, "30 days": 30}
 st.title("Market health")
 
 
-@st.fragment(run_every=REFRESH)
+@refreshing(REFRESH)
 def health_panel() -> None:
     h = market_health()
     sched = scheduler_state()
@@ -74,7 +74,7 @@ def health_panel() -> None:
     st.caption(f"Updated {h.now:%Y-%m-%d %H:%M:%S} UTC")
 
 
-@st.fragment(run_every=REFRESH)
+@refreshing(REFRESH)
 def attention_panel() -> None:
     page = market_views.list_markets(attention_only=True, limit=ATTENTION_ROWS)
     st.subheader(f"Needs attention or overdue ({page.total:,})")
@@ -115,7 +115,7 @@ def _per_hour_chart(data: pd.DataFrame, title: str, colors: alt.Scale) -> alt.Ch
     )
 
 
-@st.fragment(run_every=REFRESH)
+@refreshing(REFRESH)
 def activity_panel(days: int) -> None:
     rows = market_views.outcomes_per_hour(days)
     resolved = pd.DataFrame([r for r in rows if r["event"] == "resolved"])

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec
 
 import streamlit as st
 
 from config import PROJECT_ROOT
 from services.errors import ServiceError
+from services.ops import auth
 from services.ops.auth import Principal
 from services.vocabulary import MarketStatus, Result
+
+P = ParamSpec("P")
 
 
 def principal() -> Principal:
@@ -22,6 +26,24 @@ def principal() -> Principal:
     if isinstance(who, Principal):
         return who
     st.stop()
+
+
+def refreshing(every: float | dt.timedelta) -> Callable[[Callable[P, None]], Callable[P, None]]:
+    """`st.fragment(run_every=every)` for a part of a page that refreshes on its own: each run
+    first checks the session is still live (a fragment's own run skips the navigation's check),
+    and once it has ended the whole page runs again, which shows the login form."""
+
+    def wrap(body: Callable[P, None]) -> Callable[P, None]:
+        @functools.wraps(body)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> None:
+            if not auth.still_valid(principal()):
+                st.session_state["principal"] = None
+                st.rerun(scope="app")
+            body(*args, **kwargs)
+
+        return st.fragment(run_every=every)(checked)
+
+    return wrap
 
 
 def page_file(name: str) -> str:

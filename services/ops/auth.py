@@ -65,6 +65,21 @@ def _refuse(
     raise ServiceError(code, msg)
 
 
+def _as_it_is_now(session: Session, principal: Principal, lock: bool) -> Principal | str:
+    """The principal with its account's current role, or why it may no longer act."""
+    stmt = select(DashboardAccount.id, DashboardAccount.role, DashboardAccount.active).where(
+        DashboardAccount.username == principal.username
+    )
+    account = session.execute(stmt.with_for_update(read=True) if lock else stmt).first()
+    if account is None or not account.active:
+        return "account unknown or inactive"
+    if principal.session_id is not None and not sessions.is_live(
+        session, principal.session_id, account.id
+    ):
+        return "session ended or expired"
+    return Principal(principal.username, Role(account.role), principal.session_id)
+
+
 def require(session: Session, principal: Principal | None, role: Role, action: str) -> Principal:
     """The caller as the database knows it now, inside the action's transaction `session`.
 
@@ -74,30 +89,14 @@ def require(session: Session, principal: Principal | None, role: Role, action: s
     every later action sees it. Returns the principal with its current role."""
     if principal is None:
         _refuse(None, action, ErrorCode.NOT_AUTHENTICATED, "not logged in", "log in first")
-    account = session.execute(
-        select(DashboardAccount.id, DashboardAccount.role, DashboardAccount.active)
-        .where(DashboardAccount.username == principal.username)
-        .with_for_update(read=True)
-    ).first()
-    if account is None or not account.active:
-        _refuse(
-            principal,
-            action,
-            ErrorCode.NOT_AUTHENTICATED,
-            "account unknown or inactive",
-            "your account is not active: log in again",
+    current = _as_it_is_now(session, principal, lock=True)
+    if isinstance(current, str):
+        message = (
+            "your session has ended: log in again"
+            if current.startswith("session")
+            else "your account is not active: log in again"
         )
-    if principal.session_id is not None and not sessions.is_live(
-        session, principal.session_id, account.id
-    ):
-        _refuse(
-            principal,
-            action,
-            ErrorCode.NOT_AUTHENTICATED,
-            "session ended or expired",
-            "your session has ended: log in again",
-        )
-    current = Principal(principal.username, Role(account.role), principal.session_id)
+        _refuse(principal, action, ErrorCode.NOT_AUTHENTICATED, current, message)
     if not current.can(role):
         _refuse(
             current,
@@ -107,6 +106,13 @@ def require(session: Session, principal: Principal | None, role: Role, action: s
             f"{action} needs the {role} role",
         )
     return current
+
+
+def still_valid(principal: Principal) -> bool:
+    """Whether `principal` may still use the dashboard (its account active, its session live),
+    for a page part that refreshes on its own without the navigation's check."""
+    with transaction() as session:
+        return not isinstance(_as_it_is_now(session, principal, lock=False), str)
 
 
 def _account_audit(

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
 KOL = "Leaky McLeakface"
 TIMEOUT_MS = 30_000
+# A loaded machine is slow, not wrong: every wait is for a definite state, with room to reach it.
+expect.set_options(timeout=TIMEOUT_MS)
 # Every page's address, a deep link, the helpers module Streamlit's legacy discovery would also
 # offer as a page, and an address no page has.
 ADDRESSES = [
@@ -143,6 +145,27 @@ def test_a_session_survives_reload_and_new_tabs_and_logout_kills_the_cookie(
     _login_form(stolen)
     _settled(stolen)
     assert stolen.locator(DATA).count() == 0
+
+
+def test_a_page_refreshing_on_its_own_stops_when_the_session_ends(
+    db: str, browser: Browser, tmp_path: Path
+) -> None:
+    """Defect: the Overview's self-refreshing parts kept reading fresh data for a session that
+    had ended (a fragment's own run skipped the login check)."""
+    auth.create_account("ada", PASSWORD, "admin")
+    auth.create_account("vic", PASSWORD, "viewer")
+    admin, _ = auth.log_in("ada", PASSWORD, None)
+    env = {**os.environ, "DATABASE_URL": db, "DASHBOARD_REFRESH_S": "1"}
+    with running_dashboard(tmp_path / "streamlit.log", env) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        _log_in(page, "vic")
+        expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+        [live] = [s for s in auth.list_sessions(actor=admin) if s["username"] == "vic"]
+        auth.end_session(live["id"], actor=admin)
+        _login_form(page)  # by itself, at the next refresh: no click, no reload
+        assert page.locator(DATA).count() == 0
 
 
 def test_a_deactivated_accounts_open_session_cannot_act(
