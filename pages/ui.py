@@ -1,4 +1,5 @@
-"""Small helpers shared by the dashboard pages (presentation only: no data access here)."""
+"""Small helpers shared by the dashboard pages (presentation, and the session check of parts that
+refresh on their own; data only through services)."""
 
 from __future__ import annotations
 

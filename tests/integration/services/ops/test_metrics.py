@@ -137,7 +137,7 @@ def test_health_answers_whether_the_database_is_reachable(
 ) -> None:
     ok = httpx.get(f"{endpoint}/healthz", timeout=10)
     assert (ok.status_code, ok.json()["database"]) == (200, "ok")
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://kolops@127.0.0.1:{free_port()}/nothing")
+    monkeypatch.setenv("DATABASE_APP_URL", f"postgresql://kolops@127.0.0.1:{free_port()}/nothing")
     get_settings.cache_clear()
     try:
         down = httpx.get(f"{endpoint}/healthz", timeout=10)
