@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from config import get_settings
+from config import PROJECT_ROOT, get_settings
 from services.ops import audit, auth
 from services.sources.scraper import CHROMIUM_ARGS
 from tests.conftest import running_dashboard
@@ -21,6 +21,7 @@ from tests.support.pages import market_row, overdue_market_with_bets
 
 pytestmark = pytest.mark.browser
 
+SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 KOL = "Leaky McLeakface"
 TIMEOUT_MS = 30_000
@@ -209,6 +210,9 @@ def test_a_failed_login_says_the_same_for_unknown_and_wrong_and_keeps_the_deep_l
     expect(page.get_by_text("wrong username or password")).to_be_visible()
     _log_in(page, "olga", "wrong password!!")
     expect(page.get_by_text("wrong username or password")).to_be_visible()
+    _settled(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "00-login-refused.png"))
     _log_in(page, "olga")
     expect(page.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
     assert page.url == f"{dashboard}/markets?market={s.market_id}"
