@@ -386,6 +386,8 @@ def log_in(username: str, password: str, client_address: str | None) -> tuple[Pr
     subjects = _subjects(username, client_address)
     with transaction() as session:
         now: dt.datetime = session.scalar(select(func.now()))  # type: ignore[assignment]
+        # The throttle rows stay locked through the verification: parallel guesses at one
+        # username or from one address queue here, and every one of them is counted.
         wait = _throttled(session, subjects, policy, now)
         principal = token = None
         if not wait:

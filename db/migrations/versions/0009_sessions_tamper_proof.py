@@ -92,30 +92,48 @@ def upgrade() -> None:
         "FOR EACH STATEMENT EXECUTE FUNCTION refuse_change()"
     )
 
-    # A ledger transaction is written whole by one database transaction: its entries may only be
-    # added by the database transaction that inserted its header (the header's xmin is that
-    # transaction's id; once it commits, the ledger transaction is closed), and at commit its
-    # entries sum to zero. Deferred, so the entries of one transaction can go in any order.
+    # A ledger transaction is written whole by one database transaction. Closed: entries are
+    # added only by the database transaction that inserted the header (the header's xmin is
+    # that transaction's id; once it has committed, no later one matches), checked once per
+    # INSERT statement over its new rows. Balanced: when the header's transaction commits, its
+    # entries sum to zero (deferred, so the entries may follow the header in any statements).
+    # One check per statement and one per header keep a settlement's thousands of entries linear.
     op.execute(
         """
-        CREATE FUNCTION ledger_entry_check() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION ledger_entries_closed() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
-            own boolean;
-            total numeric;
+            closed bigint;
         BEGIN
-            SELECT t.xmin = pg_current_xact_id()::xid,
-                   (SELECT sum(e.amount) FROM ledger_entries e
-                     WHERE e.transaction_id = NEW.transaction_id)
-              INTO own, total
-              FROM ledger_transactions t WHERE t.id = NEW.transaction_id;
-            IF NOT own THEN
+            SELECT t.id INTO closed
+              FROM (SELECT DISTINCT transaction_id FROM new_entries) n
+              JOIN ledger_transactions t ON t.id = n.transaction_id
+             WHERE t.xmin <> pg_current_xact_id()::xid
+             LIMIT 1;
+            IF closed IS NOT NULL THEN
                 RAISE EXCEPTION 'ledger transaction % is closed: entries are added only by the'
-                    ' database transaction that created it', NEW.transaction_id
+                    ' database transaction that created it', closed
                     USING ERRCODE = 'restrict_violation';
             END IF;
+            RETURN NULL;
+        END $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER ledger_entries_closed AFTER INSERT ON ledger_entries "
+        "REFERENCING NEW TABLE AS new_entries FOR EACH STATEMENT "
+        "EXECUTE FUNCTION ledger_entries_closed()"
+    )
+    op.execute(
+        """
+        CREATE FUNCTION ledger_transaction_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            total numeric;
+        BEGIN
+            SELECT coalesce(sum(amount), 0) INTO total
+              FROM ledger_entries WHERE transaction_id = NEW.id;
             IF total <> 0 THEN
                 RAISE EXCEPTION 'ledger transaction % does not balance: its entries sum to %',
-                    NEW.transaction_id, total
+                    NEW.id, total
                     USING ERRCODE = 'check_violation';
             END IF;
             RETURN NULL;
@@ -123,15 +141,17 @@ def upgrade() -> None:
         """
     )
     op.execute(
-        "CREATE CONSTRAINT TRIGGER ledger_entries_closed_and_balanced AFTER INSERT ON "
-        "ledger_entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-        "EXECUTE FUNCTION ledger_entry_check()"
+        "CREATE CONSTRAINT TRIGGER ledger_transactions_balanced AFTER INSERT ON "
+        "ledger_transactions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
+        "EXECUTE FUNCTION ledger_transaction_balanced()"
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER ledger_entries_closed_and_balanced ON ledger_entries")
-    op.execute("DROP FUNCTION ledger_entry_check()")
+    op.execute("DROP TRIGGER ledger_transactions_balanced ON ledger_transactions")
+    op.execute("DROP FUNCTION ledger_transaction_balanced()")
+    op.execute("DROP TRIGGER ledger_entries_closed ON ledger_entries")
+    op.execute("DROP FUNCTION ledger_entries_closed()")
     op.execute("DROP TRIGGER audit_log_no_truncate ON audit_log")
     op.execute("DROP TRIGGER audit_log_immutable ON audit_log")
     op.execute(

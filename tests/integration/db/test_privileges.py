@@ -42,7 +42,7 @@ def test_the_application_connects_as_its_own_role(db: str) -> None:
         "DELETE FROM users",
         "ALTER TABLE ledger_entries DISABLE TRIGGER ALL",
         "ALTER TABLE audit_log DISABLE TRIGGER audit_log_immutable",
-        "DROP TRIGGER ledger_entries_closed_and_balanced ON ledger_entries",
+        "DROP TRIGGER ledger_transactions_balanced ON ledger_transactions",
         "SET session_replication_role = replica",
         "CREATE TABLE sneaky (id int)",
     ],
