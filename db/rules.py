@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, between, func, literal, literal_column, not_
 from sqlalchemy.dialects import postgresql
 
-from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin
+from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin, ProposalStatus
 
 _DIALECT = postgresql.dialect()
 
@@ -71,6 +71,11 @@ def held_after_close(market: Any) -> ColumnElement[dt.timedelta]:
     return func.greatest(
         literal_column("interval '0'"), func.now() - func.greatest(market.held_at, market.closes_at)
     )
+
+
+def proposal_waiting(proposal: Any) -> ColumnElement[bool]:
+    """A proposal a second operator may still approve or reject: pending and not expired."""
+    return and_(proposal.status == ProposalStatus.PENDING.value, proposal.expires_at > func.now())
 
 
 def follower_count_usable(

@@ -116,7 +116,7 @@ def confirm_quarantine(run_id: int, quarantine: bool) -> None:
     if quarantine:
         st.write(
             f"Quarantine run {run_id}: the resolver will no longer use its"
-            f" {preview.rows_stored} rows. {preview.resolved_markets} markets already resolved"
+            f" {preview.rows_stored} rows. {len(preview.resolved_markets)} markets already resolved"
             " from it keep their outcome (re-settle them on the Markets page if needed)."
         )
     else:

@@ -94,6 +94,7 @@ class SweepReport:
     deferred: int = 0
     errors: int = 0
     already_final: int = 0
+    held: int = 0
     scrapes: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -121,6 +122,7 @@ class _Pass:
 
 # The rules the claim and the snapshot look-up apply, as the SQL below spells them.
 _DUE = rules.sql(rules.due(aliased(Market, name="m")))
+_HELD = rules.sql(rules.held(aliased(Market, name="m")))
 _GRACE_ENDS = rules.sql(rules.grace_ends(aliased(Market, name="m"), literal_column(":grace")))
 _USABLE = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
 
@@ -519,12 +521,17 @@ def _attempt(
     )
 
 
+class _OnHold(Exception):
+    """An operator put the market on hold since the pass claimed it: the resolver leaves it."""
+
+
 class _RunWithdrawn(Exception):
     """The scrape run a decision was made from is no longer usable (quarantined since the pass
     read it): nothing may be settled from it."""
 
 
 def _final(
+    market_id: int,
     change: Callable[[Session], settlement.SettlementResult],
     attempt: Callable[[], ResolutionAttempt],
     what: str,
@@ -534,9 +541,16 @@ def _final(
     (a fresh attempt row on every retry), so a market is never final without the record of the
     evidence that made it so. With `evidence_run`, the scrape run the decision used must still
     be usable under a share lock held to the commit (else `_RunWithdrawn`): a quarantine, an
-    update of that row, waits for the settlement, and one committed before it is seen here."""
+    update of that row, waits for the settlement, and one committed before it is seen here. A
+    market put on hold since it was claimed is left alone (`_OnHold`), checked under the market
+    row lock the hold also takes."""
 
     def unit(session: Session) -> settlement.SettlementResult:
+        held = session.execute(
+            text(f"SELECT {_HELD} FROM markets m WHERE m.id = :id FOR UPDATE"), {"id": market_id}
+        ).scalar()
+        if held:
+            raise _OnHold(market_id)
         if evidence_run is not None:
             usable = session.execute(
                 text(f"SELECT 1 FROM scrape_runs r WHERE r.id = :id AND {_USABLE} FOR SHARE"),
@@ -593,10 +607,13 @@ def _cancel(
 ) -> None:
     try:
         result = _final(
+            m.id,
             lambda session: settlement.cancel_and_refund(session, m.id, code, detail, actor=ACTOR),
             lambda: _attempt(m, p, started, AttemptResult.CANCELLED, evidence, code, detail),
             f"cancel market {m.id}",
         )
+    except _OnHold:
+        raise
     except Exception as exc:
         _flag_attention(m.id, f"cancel ({code}) failed: {exc}")
         failed = f"cancel and refund failed: {exc}"
@@ -660,6 +677,7 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
     run_id = evidence.get("run_id") if evidence.get("source") == "scrape_run" else None
     try:
         result = _final(
+            m.id,
             lambda session: settlement.settle(
                 session, m.id, side, actor=ACTOR, reason=f"resolved {side} from evidence"
             ),
@@ -685,6 +703,8 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
         report.deferred += 1
         log.warning("market=%s not settled: %s", m.id, detail)
         return
+    except _OnHold:
+        raise
     except Exception as exc:
         log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
         _record_attempt(
@@ -733,6 +753,10 @@ def _handle(markets: Iterable[DueMarket], p: _Pass, report: SweepReport) -> None
     for m in markets:
         try:
             _resolve_one(m, p, report)
+        except _OnHold:
+            # Held after the claim: no attempt, no change; its lease is freed for the release.
+            report.held += 1
+            _release(m.id)
         except Exception as exc:  # the error boundary: one market never stops the others
             report.errors += 1
             detail = _describe(exc)
