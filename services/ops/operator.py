@@ -291,11 +291,18 @@ def cancel_and_refund(
     call = _Call.start(principal, "cancel_and_refund", market_id, reason)
     item = {"market_id": market_id, "expected_status": str(expected_status)}
     gated = call.gate(ProposalKind.CANCEL, item, lambda: settlement.preview_refund(market_id))
-    return gated or cancel_now(call, expected_status)
+    return gated or _cancel(call, expected_status)
 
 
-def cancel_now(call: _Call, expected_status: str) -> ActionResult:
-    """Carry out a cancel and refund already allowed (below the thresholds, or approved)."""
+def carry_out_cancel(
+    principal: Principal | None, market_id: int, reason: str, *, expected_status: str
+) -> ActionResult:
+    """`cancel_and_refund` for a step already past the approval gate as a whole (a bulk step
+    below the thresholds, or an approved proposal): the same checks, audit and transaction."""
+    return _cancel(_Call.start(principal, "cancel_and_refund", market_id, reason), expected_status)
+
+
+def _cancel(call: _Call, expected_status: str) -> ActionResult:
     result = call.run(
         lambda session: settlement.cancel_and_refund(
             session,
@@ -337,11 +344,19 @@ def resettle(
         lambda: settlement.preview_settle(market_id, outcome),
         Side(outcome) if outcome in tuple(Side) else None,
     )
-    return gated or resettle_now(call, outcome, expected_status)
+    return gated or _resettle(call, outcome, expected_status)
 
 
-def resettle_now(call: _Call, outcome: str, expected_status: str) -> ActionResult:
-    """Carry out a re-settle already allowed (below the thresholds, or approved)."""
+def carry_out_resettle(
+    principal: Principal | None, market_id: int, outcome: str, reason: str, *, expected_status: str
+) -> ActionResult:
+    """`resettle` for an approved proposal: the same checks, audit and transaction."""
+    return _resettle(
+        _Call.start(principal, "resettle", market_id, reason), outcome, expected_status
+    )
+
+
+def _resettle(call: _Call, outcome: str, expected_status: str) -> ActionResult:
     result = call.run(
         lambda session: settlement.resettle(
             session,
