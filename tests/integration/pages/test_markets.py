@@ -73,7 +73,8 @@ def test_viewers_and_analysts_see_markets_but_no_action(db: str, role: str) -> N
     assert [t.value for t in at.title] == [f"Market #{s.market_id}"]
     assert action_buttons(at) == {}
     assert not [b for b in at.button if b.key and b.key.startswith("dialog.")]
-    assert "Cancel, re-settle and retry need the operator role." in [c.value for c in at.caption]
+    captions = [c.value for c in at.caption]
+    assert "Cancel, re-settle, retry and hold need the operator role." in captions
     # A forged pending action (as if a button had been clicked) opens no dialog either.
     at.session_state["markets.pending"] = {
         "action": "cancel",
@@ -148,6 +149,8 @@ def test_operator_cancels_and_refunds_through_the_dialog(db: str) -> None:
         "Re-settle YES": False,
         "Re-settle NO": False,
         "Retry resolution now": True,
+        "Put on hold": True,
+        "Release hold": False,
     }
     at.button(key="action.cancel.None").click().run()
     preview = {m.label: m.value for m in at.metric}
@@ -246,7 +249,7 @@ def test_overview_links_overdue_markets_and_charts_outcomes(db: str) -> None:
     at = login("viewer")
     assert not at.exception
     assert "Market health" in [t.value for t in at.title]
-    assert "Needs attention or overdue (1)" in [h.value for h in at.subheader]
+    assert "Needs attention, on hold or overdue (1)" in [h.value for h in at.subheader]
     [link] = [p for p in at.page_link if p.value.startswith("Market #")]
     assert link.value == f"Market #{overdue.market_id}"
     assert link.proto.query_string == f"market={overdue.market_id}"
