@@ -6,6 +6,7 @@ A saved page is shown as text and offered as a download, never rendered: it is a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import altair as alt
@@ -166,11 +167,12 @@ def _evidence(e: dict[str, Any]) -> str:
     if e.get("source") != "scrape_run":
         return "none usable"
     kols = [
-        f"{k[-1].upper()}: rank {v['rank']}, SOL {v['sol_gain']}, USD {v['usd_gain']}"
+        f"{k[-1].upper()} #{v['rank']} SOL {Decimal(v['sol_gain']).normalize():f}"
+        f" USD {Decimal(v['usd_gain']).normalize():f}"
         for k, v in (("kol_a", e.get("kol_a")), ("kol_b", e.get("kol_b")))
         if v
     ]
-    return f"run {e['run_id']} — " + "; ".join(kols)
+    return f"run {e['run_id']}: " + " · ".join(kols)
 
 
 def reevaluation_section(run_id: int) -> None:
@@ -207,11 +209,11 @@ def reevaluation_section(run_id: int) -> None:
                 "now": m.outcome,
                 "verdict": m.verdict.value,
                 "becomes": m.new_outcome or f"CANCELLED ({m.reason_code})",
-                "evidence replaced": _evidence(m.evidence_replaced),
-                "evidence used": _evidence(m.evidence_used) if m.new_outcome else m.detail,
-                "users paid": m.users_paid,
                 "money moved": float(m.total_paid),
+                "users paid": m.users_paid,
                 "users short": ", ".join(f"{u} ({v})" for u, v in m.shortfalls.items()),
+                "evidence used": _evidence(m.evidence_used) if m.new_outcome else m.detail,
+                "evidence replaced": _evidence(m.evidence_replaced),
             }
             for m in previewed.markets
         ],
@@ -298,11 +300,12 @@ else:
         st.text(
             f"By {run['quarantined_by']} at {run['quarantined_at']}: {run['quarantine_reason']}"
         )
-        reevaluation_section(run["id"])
     if who.can(Role.ANALYST):
         label = "Release this run" if run["quarantined"] else "Quarantine this run"
         if st.button(label, key="scr_open"):
             st.session_state[DIALOG] = (run["id"], not run["quarantined"])
+    if run["quarantined"]:
+        reevaluation_section(run["id"])
     try:
         png = scrape_views.artifact(run["screenshot_path"])
         html = scrape_views.artifact(run["html_path"])

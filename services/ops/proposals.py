@@ -50,8 +50,9 @@ class Proposed:
 
     @property
     def message(self) -> str:
+        markets = f"{self.markets} market" + ("" if self.markets == 1 else "s")
         return (
-            f"Above the approval thresholds ({self.markets} markets, {self.amount:,} to pay out):"
+            f"Above the approval thresholds ({markets}, {self.amount.normalize():,f} to pay out):"
             f" recorded as proposal #{self.id}; a second operator must approve it before"
             f" {self.expires_at:%Y-%m-%d %H:%M} UTC. Nothing has changed yet."
         )
