@@ -11,12 +11,13 @@ from sqlalchemy import text
 
 from db.engine import read_session
 from services.errors import ErrorCode, ServiceError
+from services.money.bets import place_bet
 from services.money.integrity import check_integrity
 from services.ops import audit, operator, quarantine, reevaluation
 from services.ops.auth import Principal
-from services.vocabulary import Result, Verdict
+from services.vocabulary import Result, TradeAction, Verdict
 from tests.support.interventions import plant
-from tests.support.pages import balances, market_row
+from tests.support.pages import balances, market_row, open_market_now
 from tests.support.scrape_data import NOW, board, scrape_run
 
 ANALYST = Principal("ana", "analyst")
@@ -161,3 +162,27 @@ def test_bad_input_is_refused_and_changes_nothing(db: str) -> None:
         reevaluation.preview(10**9)
     assert err.value.code is ErrorCode.NOT_FOUND
     assert {m: market_row(m) for m in planted.expected} == states
+
+
+def test_users_who_would_go_negative_are_listed_and_that_flip_is_refused(db: str) -> None:
+    planted = plant(db)
+    flip = next(m for m, v in planted.expected.items() if v is Verdict.FLIPS)
+    ann = planted.users[flip]["ann"]  # won YES on it, then spends nearly everything elsewhere
+    elsewhere = open_market_now(liquidity=Decimal(100_000))
+    spend = (balances({"ann": ann})["ann"] - Decimal(1)).quantize(Decimal("0.01"))
+    place_bet(user_id=ann, market_id=elsewhere, side="YES", action=TradeAction.BUY, amount=spend)
+    quarantine.set_quarantine(ANALYST, planted.run_id, True, "bad run")
+
+    previewed = reevaluation.preview(planted.run_id)
+    listed = {m.market_id: m for m in previewed.markets}
+    assert set(listed[flip].shortfalls) == {ann}
+    assert all(not m.shortfalls for k, m in listed.items() if k != flip)
+    before = market_row(flip), balances(planted.users[flip])
+
+    applied = reevaluation.apply(OPERATOR, previewed, "apply")
+    by_market = {r.market_id: r for r in applied.results}
+    assert by_market[flip].result is Result.REFUSED
+    assert f"user {ann} short" in by_market[flip].message
+    assert (market_row(flip), balances(planted.users[flip])) == before
+    assert [r.result for r in applied.results].count(Result.OK) == 3
+    assert check_integrity().ok
