@@ -94,7 +94,7 @@ def _state(market_id: int) -> dict[str, Any]:
 
 
 def _audit_state(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: state[k] for k in ("status", "outcome", "cancel_reason", "held") if k in state}
+    return {k: state[k] for k in ("status", "outcome", "cancel_reason")}
 
 
 def _market_state(state: dict[str, Any]) -> MarketState:
@@ -461,8 +461,9 @@ def _set_hold(
             text(f"UPDATE markets SET {_HOLD_SQL[what]} WHERE id = :m"),
             {"m": market_id, "who": call.who.username, "why": call.why},
         )
-        after = {**_audit_state(dict(now)), "held": what is MarketAction.HOLD}
-        call._audit(Result.OK, None, before=_audit_state(dict(now)), after=after, session=session)
+        before = {**_audit_state(dict(now)), "held": now["held"]}
+        after = {**before, "held": what is MarketAction.HOLD}
+        call._audit(Result.OK, None, before=before, after=after, session=session)
         return after
 
     done = retrying(unit, what=f"{name} market {market_id}")

@@ -181,3 +181,39 @@ def test_a_big_refund_waits_for_a_second_operator(
     [done] = proposal_views.recent()
     assert (done["status"], done["proposed_by"], done["decided_by"]) == ("APPROVED", "olga", "otto")
     assert check_integrity().ok
+
+
+def test_an_operator_bulk_cancels_a_page_of_markets(
+    db: str, browser: Browser, tmp_path: Path
+) -> None:
+    markets = [overdue_market_with_bets(db) for _ in range(3)]
+    auth.create_account("olga", PASSWORD, "operator")
+    for base in _dashboard(db, tmp_path, BULK_CONFIRM_MARKETS="2"):
+        olga = _logged_in(browser, base, "olga")
+        _go(olga, "Markets")
+        olga.get_by_text("every market on this page").click()
+        _settled(olga)
+        olga.get_by_role("button", name="Cancel & refund: 3 markets…").click()
+        dialog = olga.get_by_role("dialog")
+        expect(dialog.get_by_text("Markets to act on")).to_be_visible()
+        expect(dialog.get_by_text("676.50")).to_be_visible()  # 3 x 225.50 back to users
+        dialog.get_by_label("Reason (required, kept in the audit log)").fill("feed broken all day")
+        dialog.get_by_label("Reason (required, kept in the audit log)").press("Control+Enter")
+        typed = dialog.get_by_label("Type the number of markets (3) to confirm")
+        typed.fill("2")
+        typed.press("Enter")
+        dialog.get_by_role("button", name="Confirm cancel & refund of 3 markets").click()
+        expect(dialog.get_by_text("type the number of markets (3)")).to_be_visible()
+        assert {market_row(m.market_id)["status"] for m in markets} == {"OPEN"}
+        typed.fill("3")
+        typed.press("Enter")
+        _shot(olga, "07-bulk-preview")
+        dialog.get_by_role("button", name="Confirm cancel & refund of 3 markets").click()
+        expect(olga.get_by_text("Cancel & refund of 3 markets done — OK: 3.")).to_be_visible()
+        _settled(olga)
+        _shot(olga, "08-bulk-done")
+    for m in markets:
+        assert market_row(m.market_id)["status"] == "CANCELLED"
+        assert settlement_count(m.market_id) == {"REFUND": 1}
+    assert audit.recent(action="bulk_cancel")[0]["result"] == "OK"
+    assert check_integrity().ok

@@ -137,6 +137,8 @@ def test_a_held_market_released_twice_is_refused_the_second_time(db: str) -> Non
     market_id = open_market_now()
     operator.hold(OLGA, market_id, "check")
     operator.release_hold(OLGA, market_id, "fine")
+    released = audit.recent(action="release_hold")[0]
+    assert (released["before"]["held"], released["after"]["held"]) == (True, False)
     state = _held(market_id)
     with pytest.raises(ServiceError) as err:
         operator.release_hold(OTTO, market_id, "double click")
