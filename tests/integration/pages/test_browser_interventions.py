@@ -207,6 +207,7 @@ def test_an_operator_bulk_cancels_a_page_of_markets(
         assert {market_row(m.market_id)["status"] for m in markets} == {"OPEN"}
         typed.fill("3")
         typed.press("Enter")
+        _settled(olga)
         _shot(olga, "07-bulk-preview")
         dialog.get_by_role("button", name="Confirm cancel & refund of 3 markets").click()
         expect(olga.get_by_text("Cancel & refund of 3 markets done — OK: 3.")).to_be_visible()
