@@ -22,6 +22,7 @@ from services.vocabulary import JobStatus, MarketStatus, Role, Side
 REFRESH = dt.timedelta(seconds=get_settings().dashboard_refresh_s)
 ATTENTION_ROWS = 10
 PROPOSAL_FLASH = "overview.proposal_flash"
+RECENT_PROPOSALS = 20
 WINDOWS = {"24 hours": 1, "7 days": 7, "30 days": 30}
 
 st.title("Market health")
@@ -111,6 +112,27 @@ def proposals_panel() -> None:
         st.success(flash[0])
         if flash[1]:
             st.dataframe(flash[1], hide_index=True, width="stretch")
+    with st.expander("Recent proposals and how they ended"):
+        st.dataframe(
+            [
+                {
+                    "proposal": p["id"],
+                    "action": p["kind"],
+                    "status": p["status"],
+                    "markets": p["markets"],
+                    "to pay out": float(p["amount"]),
+                    "proposed by": p["proposed_by"],
+                    "decided by": p["decided_by"],
+                    "note": p["decision_note"],
+                    "results": ", ".join(
+                        f"#{r['market_id']} {r['result']}" for r in p["results"] or []
+                    ),
+                }
+                for p in proposal_views.recent(limit=RECENT_PROPOSALS)
+            ],
+            hide_index=True,
+            width="stretch",
+        )
     if not waiting:
         st.caption("No money action is waiting for a second operator.")
         return

@@ -45,12 +45,10 @@ def waiting() -> list[dict[str, Any]]:
 
 
 def recent(limit: int = 50) -> list[dict[str, Any]]:
-    """The latest proposals, whatever their status, newest first, with their items and
-    per-market results."""
+    """The latest proposals, whatever their status, newest first, with their per-market
+    results."""
     with read_session() as s:
         rows = s.execute(
-            select(*_COLUMNS, Proposal.items, Proposal.results)
-            .order_by(Proposal.id.desc())
-            .limit(limit)
+            select(*_COLUMNS, Proposal.results).order_by(Proposal.id.desc()).limit(limit)
         ).mappings()
         return [dict(r) for r in rows]
