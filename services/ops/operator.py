@@ -176,9 +176,12 @@ class _Call:
         side: Side | None = None,
     ) -> ActionResult | None:
         """Above the approval thresholds, record the action as a proposal (the market is not
-        touched) and say so; None when the action may go ahead now (or does not apply to the
-        market any more: carrying it out then says ALREADY_DONE or STATE_CHANGED)."""
+        touched) and say so; None when the action may go ahead now, or when it cannot apply
+        (the market is no longer as the operator saw it, or the action does not fit its state):
+        carrying it out then refuses it or says ALREADY_DONE or STATE_CHANGED, as it would."""
         action = MarketAction.RESETTLE if kind is ProposalKind.RESETTLE else MarketAction.CANCEL
+        if item["expected_status"] != self.before["status"]:
+            return None
         if lifecycle.refusal(action, _market_state(self.before), side) is not None:
             return None
         amount = movement().total_paid

@@ -328,3 +328,16 @@ def test_proposal_needs_approval_is_strictly_above(thresholds: None) -> None:
     assert not proposals.needs_approval(3, D(100))
     assert proposals.needs_approval(4, D(0))
     assert proposals.needs_approval(1, D("100.000001"))
+
+
+def test_a_stale_or_bad_big_action_is_refused_not_proposed(db: str, thresholds: None) -> None:
+    s = overdue_market_with_bets(db)
+    with pytest.raises(ServiceError) as err:
+        operator.cancel_and_refund(OLGA, s.market_id, "bad", expected_status="BOGUS")
+    assert err.value.code is ErrorCode.INVALID_INPUT
+    stale = operator.cancel_and_refund(OLGA, s.market_id, "stale", expected_status="RESOLVED")
+    assert stale.outcome is Result.STATE_CHANGED
+    with pytest.raises(ServiceError) as err:
+        operator.resettle(OLGA, s.market_id, "MAYBE", "bad", expected_status="OPEN")
+    assert err.value.code is ErrorCode.INVALID_INPUT
+    assert proposal_views.waiting() == [] and market_row(s.market_id)["status"] == "OPEN"
