@@ -106,10 +106,16 @@ def _action(action: object) -> MarketAction:
     return MarketAction(str(action))
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+
+
 def preview(action: str, market_ids: list[int]) -> BulkPreview:
     """What `action` would do to each selected market now, and the totals. Read-only."""
     what = _action(action)
     ids = list(dict.fromkeys(market_ids))
+    if not all(_is_id(i) for i in ids):
+        raise ServiceError(ErrorCode.INVALID_INPUT, "market ids are positive whole numbers")
     if not ids:
         raise ServiceError(ErrorCode.INVALID_INPUT, "select at least one market")
     if len(ids) > MAX_MARKETS:

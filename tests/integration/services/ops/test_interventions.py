@@ -246,6 +246,10 @@ def test_bulk_preview_and_refusals(db: str, thresholds: None) -> None:
     with pytest.raises(ServiceError) as err:
         bulk.preview("delete", [1])
     assert err.value.code is ErrorCode.INVALID_INPUT
+    for bad in (["1"], [0], [True], [2**63], [1.5]):
+        with pytest.raises(ServiceError) as err:
+            bulk.preview("cancel", bad)  # type: ignore[arg-type]
+        assert err.value.code is ErrorCode.INVALID_INPUT
 
     ids = [open_market_now() for _ in range(3)]
     for market_id in ids:
