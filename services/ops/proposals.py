@@ -115,6 +115,10 @@ def decide(who: Principal, proposal_id: int, status: ProposalStatus, note: str |
     action = "approve_proposal" if status is ProposalStatus.APPROVED else "reject_proposal"
 
     def unit(session: Session) -> Decided | tuple[ErrorCode, str]:
+        if not (isinstance(proposal_id, int) and not isinstance(proposal_id, bool)):
+            return ErrorCode.INVALID_INPUT, f"a proposal id is a whole number, not {proposal_id!r}"
+        if not 0 < proposal_id < 2**63:
+            return ErrorCode.NOT_FOUND, f"no proposal {proposal_id}"
         row = session.execute(
             select(Proposal, _WAITING).where(Proposal.id == proposal_id).with_for_update()
         ).one_or_none()

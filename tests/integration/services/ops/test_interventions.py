@@ -213,6 +213,10 @@ def test_an_expired_or_rejected_proposal_is_never_carried_out(db: str, threshold
     with pytest.raises(ServiceError) as err:
         approvals.approve(OTTO, first)
     assert err.value.code is ErrorCode.STATE_CHANGED and "expired" in err.value.message
+    for bad, code in (("1", ErrorCode.INVALID_INPUT), (2**63, ErrorCode.NOT_FOUND)):
+        with pytest.raises(ServiceError) as err:
+            approvals.approve(OTTO, bad)  # type: ignore[arg-type]
+        assert err.value.code is code
     approvals.reject(OTTO, second, "not convinced")
     with pytest.raises(ServiceError):
         approvals.approve(Principal("oz", "operator"), second)
