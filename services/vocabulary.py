@@ -211,6 +211,8 @@ class AlertRule(StrEnum):
     LEADER_MISSING = "leader_missing"
     JOB_FAILING = "job_failing"
     INTEGRITY_VIOLATION = "integrity_violation"
+    # Money actions waiting for a second operator's approval (issue 17).
+    APPROVALS_WAITING = "approvals_waiting"
 
 
 class Severity(StrEnum):

@@ -1,8 +1,8 @@
 """interventions at scale (issue 17): a hold on a market, the settlement each resolution attempt
-decided, and proposals waiting for a second operator's approval
+decided, proposals waiting for a second operator's approval, and the alert rule that says so
 
 The CHECKs list the vocabulary's members as they are at this revision (`services/vocabulary.py`:
-ProposalKind, ProposalStatus); a later member needs a migration of its CHECK.
+ProposalKind, ProposalStatus, AlertRule); a later member needs a migration of its CHECK.
 
 Existing attempts are linked to the settlement they made: the resolver settles a market at most
 once (only an OPEN market), and writes its RESOLVED attempt only with that settlement.
@@ -24,6 +24,25 @@ depends_on: str | Sequence[str] | None = None
 
 KINDS = "'cancel_and_refund', 'resettle', 'bulk_cancel', 'apply_reevaluation'"
 STATUSES = "'PENDING', 'APPROVED', 'REJECTED', 'EXPIRED'"
+RULES_0008 = (
+    "'markets_cancelled', 'markets_overdue', 'markets_need_attention', 'scrape_failing', "
+    "'scrape_rows_dropped', 'scrape_rejects_jumped', 'scrape_handles_missing', 'scrape_stale', "
+    "'x_api_failing', 'x_api_budget_exhausted', 'follower_counts_missing', 'leader_missing', "
+    "'job_failing', 'integrity_violation'"
+)
+RULES = RULES_0008 + ", 'approvals_waiting'"
+RULE_TABLES = ("alerts", "alert_mutes")
+
+
+def _rule_check(rules: str, *, keep_history: bool = False) -> None:
+    # Downgrading keeps the alerts already recorded under the newer rule (NOT VALID: only new
+    # rows are checked) rather than deleting history.
+    for table in RULE_TABLES:
+        op.drop_constraint(op.f(f"ck_{table}_rule"), table, type_="check")
+        op.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT ck_{table}_rule CHECK (rule IN ({rules}))"
+            + (" NOT VALID" if keep_history else "")
+        )
 
 
 def upgrade() -> None:
@@ -91,9 +110,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_proposals")),
     )
     op.create_index("ix_proposals_status_expires", "proposals", ["status", "expires_at"])
+    _rule_check(RULES)
 
 
 def downgrade() -> None:
+    _rule_check(RULES_0008, keep_history=True)
     op.drop_index("ix_proposals_status_expires", table_name="proposals")
     op.drop_table("proposals")
     op.drop_index(op.f("ix_resolution_attempts_settlement_id"), table_name="resolution_attempts")

@@ -17,12 +17,13 @@ from db.engine import read_session
 from services.errors import ErrorCode, ServiceError
 from services.money.bets import BetError, place_bet
 from services.money.integrity import check_integrity
-from services.ops import approvals, audit, bulk, operator, proposals
+from services.ops import alerting, approvals, audit, bulk, operator, proposals
 from services.ops.auth import Principal
 from services.resolution import resolver
 from services.views import markets as market_views
 from services.views import proposals as proposal_views
 from services.vocabulary import ProposalStatus, Result, TradeAction
+from tests.support.alerts import alerts
 from tests.support.factories import close_market
 from tests.support.pages import (
     balances,
@@ -349,3 +350,15 @@ def test_a_stale_or_bad_big_action_is_refused_not_proposed(db: str, thresholds: 
         operator.resettle(OLGA, s.market_id, "MAYBE", "bad", expected_status="OPEN")
     assert err.value.code is ErrorCode.INVALID_INPUT
     assert proposal_views.waiting() == [] and market_row(s.market_id)["status"] == "OPEN"
+
+
+def test_a_waiting_proposal_raises_an_alert_until_it_is_decided(db: str, thresholds: None) -> None:
+    s = overdue_market_with_bets(db)
+    operator.cancel_and_refund(OLGA, s.market_id, "big", expected_status="OPEN")
+    [waiting] = proposal_views.waiting()
+    assert "approvals_waiting" in alerting.evaluate().conditions
+    [alert] = [a for a in alerts(db) if a[0] == "approvals_waiting"]
+    assert alert[2] == "FIRING"
+    approvals.approve(OTTO, waiting["id"])
+    assert "approvals_waiting" not in alerting.evaluate().conditions
+    assert [a[2] for a in alerts(db) if a[0] == "approvals_waiting"] == ["RESOLVED"]
