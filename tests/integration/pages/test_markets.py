@@ -290,3 +290,30 @@ def test_audit_log_lists_actions_newest_first_and_filters(db: str) -> None:
     assert table["user"].tolist() == ["otto"]
     assert '"status": "CANCELLED"' in table["after"][0]
     assert audit.recent(username="otto")[0]["reason"] == "bad data"
+
+
+def test_an_operator_holds_a_market_through_the_dialog_and_every_view_shows_it(db: str) -> None:
+    s = overdue_market_with_bets(db)
+    at = login("operator")
+    open_market(at, s.market_id)
+    at.button(key="action.hold.None").click().run()
+    at.text_area(key="dialog.reason").input("KOL account looks compromised").run()
+    at.button(key="dialog.confirm").click().run()
+    assert not at.exception, at.exception
+    assert any("On hold: no bets, no automatic resolution" in x.value for x in at.success)
+    assert any("On hold" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Status"] == "OPEN · ON HOLD"
+    buttons = action_buttons(at)
+    assert (buttons["Put on hold"], buttons["Release hold"]) == (False, True)
+    assert buttons["Retry resolution now"] is False and buttons["Cancel & refund"] is True
+
+    at.switch_page("pages/markets.py")
+    at.query_params.clear()
+    at.run()
+    assert at.dataframe[0].value["state"].tolist() == ["ON HOLD"]
+    at.switch_page("pages/overview.py").run()
+    assert {m.label: m.value for m in at.metric}["On hold"] == "1"
+    assert "Needs attention, on hold or overdue (1)" in [h.value for h in at.subheader]
+    assert [(r["action"], r["result"]) for r in market_audit(s.market_id)] == [
+        ("hold_market", "OK")
+    ]
