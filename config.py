@@ -92,6 +92,15 @@ class Settings:
     scrape_cron: str = "*/15 * * * *"
     job_timeout_s: int = 240
 
+    # Interventions at scale (issue 17): a money action moving more than this much money or
+    # touching more than this many markets needs a second operator's approval; proposals expire;
+    # a bulk action above its own thresholds asks the operator to type the count.
+    approval_min_amount: Decimal = Decimal("10000")
+    approval_min_markets: int = 20
+    approval_ttl_minutes: int = 60
+    bulk_confirm_markets: int = 10
+    bulk_confirm_amount: Decimal = Decimal("1000")
+
     # Dashboard.
     dashboard_refresh_s: int = 10
     dashboard_port: int = 8501
@@ -172,6 +181,11 @@ def get_settings() -> Settings:
         generate_interval_s=_int("GENERATE_INTERVAL_S", 3600),
         scrape_cron=_str("SCRAPE_CRON", "*/15 * * * *"),
         job_timeout_s=_int("JOB_TIMEOUT_S", 240),
+        approval_min_amount=_decimal("APPROVAL_MIN_AMOUNT", "10000"),
+        approval_min_markets=_int("APPROVAL_MIN_MARKETS", 20),
+        approval_ttl_minutes=_int("APPROVAL_TTL_MINUTES", 60),
+        bulk_confirm_markets=_int("BULK_CONFIRM_MARKETS", 10),
+        bulk_confirm_amount=_decimal("BULK_CONFIRM_AMOUNT", "1000"),
         dashboard_refresh_s=_int("DASHBOARD_REFRESH_S", 10),
         dashboard_port=_int("DASHBOARD_PORT", 8501),
         session_idle_minutes=max(1, _int("SESSION_IDLE_MINUTES", 60)),

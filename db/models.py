@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Interval,
     MetaData,
     Numeric,
     String,
@@ -46,6 +47,8 @@ from services.vocabulary import (
     LedgerKind,
     MarketStatus,
     MarketType,
+    ProposalKind,
+    ProposalStatus,
     Role,
     ScrapeStatus,
     ScrapeTrigger,
@@ -317,6 +320,12 @@ class Market(Base):
     needs_attention: Mapped[bool] = mapped_column(Boolean, server_default="false")
     attention_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    # An operator's hold (issue 17; `db.rules.held`), and the time earlier holds stopped the
+    # grace clock after the close (`db.rules.grace_ends`).
+    held_at: Mapped[dt.datetime | None]
+    held_by: Mapped[str | None] = mapped_column(String(64))
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    held_for: Mapped[dt.timedelta] = mapped_column(Interval, server_default=text("interval '0'"))
 
 
 class Bet(Base):
@@ -474,6 +483,9 @@ class ResolutionAttempt(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    # The settlement this attempt decided (written in its transaction): which evidence the
+    # active settlement of a market rests on (issue 17, `services/ops/reevaluation.py`).
+    settlement_id: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"), index=True)
 
 
 class JobRun(Base):
@@ -722,3 +734,41 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[dt.datetime]
     locked_until: Mapped[dt.datetime | None]
+
+
+# -- interventions at scale (issue 17) ------------------------------------------------------------
+
+
+class Proposal(Base):
+    """A money action above the approval thresholds, waiting for a second operator: exactly what
+    it will do (`items`, each market with the state it was previewed in), and how it ended."""
+
+    __tablename__ = "proposals"
+    __table_args__ = (
+        CheckConstraint(_in("kind", ProposalKind), name="kind"),
+        CheckConstraint(_in("status", ProposalStatus), name="status"),
+        CheckConstraint("expires_at > proposed_at", name="expires_after_proposed"),
+        # The second pair of eyes, enforced by the database too.
+        CheckConstraint("decided_by IS NULL OR decided_by <> proposed_by", name="other_decider"),
+        CheckConstraint(
+            f"(status IN ('{ProposalStatus.APPROVED}', '{ProposalStatus.REJECTED}'))"
+            " = (decided_by IS NOT NULL)",
+            name="decided_iff_decider",
+        ),
+        Index("ix_proposals_status_expires", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), server_default=ProposalStatus.PENDING.value)
+    reason: Mapped[str] = mapped_column(Text)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    markets: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[dt.datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime | None]
+    decision_note: Mapped[str | None] = mapped_column(Text)
+    results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)

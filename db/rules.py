@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, between, func, literal, not_
+from sqlalchemy import ColumnElement, and_, between, func, literal, literal_column, not_
 from sqlalchemy.dialects import postgresql
 
-from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin
+from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin, ProposalStatus
 
 _DIALECT = postgresql.dialect()
 
@@ -39,17 +39,43 @@ def usable_run(run: Any) -> ColumnElement[bool]:
     )
 
 
+def held(market: Any) -> ColumnElement[bool]:
+    """An OPEN market an operator put on hold: no bets, no automatic resolution, no grace running
+    out (a hold on a market that was cancelled since is history, not a state)."""
+    return and_(market.status == MarketStatus.OPEN.value, market.held_at.is_not(None))
+
+
 def due(market: Any) -> ColumnElement[bool]:
-    """An OPEN market past its close: the resolver's to decide."""
-    return and_(market.status == MarketStatus.OPEN.value, market.closes_at <= func.now())
+    """An OPEN market past its close and not on hold: the resolver's to decide."""
+    return and_(
+        market.status == MarketStatus.OPEN.value,
+        market.held_at.is_(None),
+        market.closes_at <= func.now(),
+    )
+
+
+def grace_ends(market: Any, grace: Interval) -> ColumnElement[dt.datetime]:
+    """When a market's grace period runs out: `grace` after its close, plus the time it spent on
+    hold after its close (a hold stops the clock)."""
+    return market.closes_at + market.held_for + _sql_value(grace)
 
 
 def overdue(market: Any, grace: Interval) -> ColumnElement[bool]:
-    """An OPEN market past its close and the grace period: the resolver should have finished."""
-    return and_(
-        market.status == MarketStatus.OPEN.value,
-        market.closes_at <= func.now() - _sql_value(grace),
+    """A due market past its grace period: the resolver should have finished."""
+    return and_(due(market), grace_ends(market, grace) <= func.now())
+
+
+def held_after_close(market: Any) -> ColumnElement[dt.timedelta]:
+    """How long the current hold has stopped the grace clock so far: the held time after the
+    close (added to `held_for` when the hold is released)."""
+    return func.greatest(
+        literal_column("interval '0'"), func.now() - func.greatest(market.held_at, market.closes_at)
     )
+
+
+def proposal_waiting(proposal: Any) -> ColumnElement[bool]:
+    """A proposal a second operator may still approve or reject: pending and not expired."""
+    return and_(proposal.status == ProposalStatus.PENDING.value, proposal.expires_at > func.now())
 
 
 def follower_count_usable(

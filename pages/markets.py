@@ -25,7 +25,7 @@ from pages.ui import (
 from services import lifecycle
 from services.errors import ServiceError
 from services.lifecycle import MarketState
-from services.ops import operator
+from services.ops import bulk, operator
 from services.ops.auth import Principal
 from services.resolution import resolver
 from services.views import markets as market_views
@@ -48,13 +48,21 @@ ACTION_TITLES = {
     MarketAction.CANCEL: "Cancel & refund",
     MarketAction.RESETTLE: "Re-settle",
     MarketAction.RETRY: "Retry resolution now",
+    MarketAction.HOLD: "Put on hold",
+    MarketAction.RELEASE: "Release hold",
 }
+# Actions that move no money: their dialog shows no money figures.
+NO_MONEY = (MarketAction.RETRY, MarketAction.HOLD, MarketAction.RELEASE)
+BULK = "markets.bulk"  # the bulk preview under review
+BULK_DONE = "markets.bulk_done"  # the last bulk step's summary and per-market results
 # The action buttons, left to right: (action, side). Which of them apply is lifecycle's to say.
 BUTTONS: list[tuple[MarketAction, Side | None]] = [
     (MarketAction.CANCEL, None),
     (MarketAction.RESETTLE, Side.YES),
     (MarketAction.RESETTLE, Side.NO),
     (MarketAction.RETRY, None),
+    (MarketAction.HOLD, None),
+    (MarketAction.RELEASE, None),
 ]
 # Attempt results worth a warning above the attempts table.
 PROBLEMS = (AttemptResult.ERROR, AttemptResult.DEFERRED, AttemptResult.CANCELLED)
@@ -86,7 +94,129 @@ def _reset_page() -> None:
     st.session_state[PAGER] = 1
 
 
-def list_view() -> None:
+def _selection(who: Principal, selected: list[int], on_page: list[int]) -> None:
+    """Open the one selected market, or (operators) act on the selected ones in bulk."""
+    done = st.session_state.pop(BULK_DONE, None)
+    if done:
+        st.success(done[0])
+        st.dataframe(done[1], hide_index=True, width="stretch")
+    if len(selected) == 1 and not who.can(Role.OPERATOR):
+        _open_market(selected[0])
+        st.rerun()
+    if not who.can(Role.OPERATOR):
+        return
+    cols = st.columns([1.2, 1.6, 1.6, 1.6])
+    if len(selected) == 1 and cols[0].button(f"Open #{selected[0]}", key="bulk.open"):
+        _open_market(selected[0])
+        st.rerun()
+    scope = cols[1].radio(
+        "Act on",
+        ["selected rows", "every market on this page"],
+        key="bulk.scope",
+        label_visibility="collapsed",
+    )
+    ids = selected if scope == "selected rows" else on_page
+    for col, action in zip(cols[2:], (MarketAction.CANCEL, MarketAction.RETRY), strict=True):
+        if col.button(
+            f"{ACTION_TITLES[action]}: {len(ids)} markets…", key=f"bulk.{action}", width="stretch"
+        ):
+            try:
+                st.session_state[BULK] = bulk.preview(action, ids)
+            except ServiceError as exc:
+                show_refusal(exc)
+    previewed = st.session_state.get(BULK)
+    if previewed is not None:
+        _bulk_dialog(who, previewed)
+
+
+def _close_bulk() -> None:
+    st.session_state.pop(BULK, None)
+
+
+def _bulk_body(who: Principal, p: bulk.BulkPreview) -> None:
+    targets = p.targets
+    cols = st.columns(3)
+    cols[0].metric("Markets to act on", f"{len(targets):,} of {len(p.items):,}")
+    cols[1].metric("Bets", f"{sum(i.bets for i in targets):,}")
+    if p.action is MarketAction.CANCEL:
+        cols[2].metric("Money to users", _money(p.total_paid))
+    st.dataframe(
+        [
+            {
+                "market": i.market_id,
+                "status": i.status,
+                "acted on": i.allowed,
+                "what happens": i.note,
+                "bets": i.bets,
+                "users paid": i.users_paid,
+                "money to users": float(i.total_paid),
+            }
+            for i in p.items
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    if not targets:
+        st.info("None of these markets allows this action.")
+        return
+    if p.needs_approval:
+        st.warning(
+            "Above the approval thresholds: this will be recorded as a proposal that a"
+            " second operator must approve. Nothing changes until then."
+        )
+    reason = st.text_area("Reason (required, kept in the audit log)", key="bulk.reason")
+    typed = None
+    if p.needs_typed_count:
+        typed = st.number_input(
+            f"Type the number of markets ({len(targets)}) to confirm",
+            min_value=0,
+            step=1,
+            value=None,
+            key="bulk.typed",
+        )
+    if not st.button(
+        f"Confirm {ACTION_TITLES[p.action].lower()} of {len(targets)} markets",
+        type="primary",
+        key="bulk.confirm",
+    ):
+        return
+    bar = st.progress(0.0, text="Working…")
+    try:
+        done = bulk.apply(
+            who,
+            p,
+            reason,
+            typed_count=None if typed is None else int(typed),
+            on_progress=lambda n, total, r: bar.progress(
+                n / total, text=f"{n} of {total}: market {r.market_id} {r.result}"
+            ),
+        )
+    except ServiceError as exc:
+        show_refusal(exc)
+        return
+    if done.proposal is not None:
+        summary = done.proposal.message
+    else:
+        counts = ", ".join(f"{r.value}: {done.count(r)}" for r in Result if done.count(r))
+        summary = f"{ACTION_TITLES[p.action]} of {len(done.results)} markets done — {counts}."
+    st.session_state[BULK_DONE] = (
+        summary,
+        [
+            {"market": r.market_id, "result": r.result.value, "message": r.message}
+            for r in done.results
+        ],
+    )
+    _close_bulk()
+    st.session_state.pop("bulk.reason", None)
+    st.rerun()
+
+
+def _bulk_dialog(who: Principal, p: bulk.BulkPreview) -> None:
+    title = f"{ACTION_TITLES[p.action]}: {len(p.items)} selected markets"
+    st.dialog(title, width="large", on_dismiss=_close_bulk)(_bulk_body)(who, p)
+
+
+def list_view(who: Principal) -> None:
     st.title("Markets")
     filters = st.columns([1, 1.4, 2.2, 1, 1.2])
     status = filters[0].selectbox(
@@ -144,7 +274,7 @@ def list_view() -> None:
             hide_index=True,
             width="stretch",
             on_select="rerun",
-            selection_mode="single-row",
+            selection_mode="multi-row",
             key="markets.table",
             column_config={
                 "id": st.column_config.NumberColumn(format="%d", width="small"),
@@ -153,13 +283,11 @@ def list_view() -> None:
                 "volume": st.column_config.NumberColumn(format="%.2f"),
             },
         )
-        selected = event.selection.rows if event else []
-        if selected:
-            _open_market(int(table[selected[0]]["id"]))
-            st.rerun()
+        selected = [int(table[i]["id"]) for i in (event.selection.rows if event else [])]
+        _selection(who, selected, [int(r["id"]) for r in table])
     st.caption(
         f"Showing {result.first:,}–{result.last:,} of {result.total:,} markets."
-        " Select a row to open it."
+        " Select a row to open it; operators select several to act on them together."
     )
     left, _ = st.columns([1, 3])
     with left:
@@ -184,6 +312,12 @@ def _banner(d: market_views.MarketDetail) -> None:
     m = d.market
     if m["needs_attention"]:
         st.error(f"**Needs attention:** {md_text(m['attention_reason'] or 'no reason recorded')}")
+    if d.held:
+        st.warning(
+            f"**On hold** since {m['held_at']:%Y-%m-%d %H:%M} UTC by {md_text(m['held_by'])}:"
+            f" {md_text(m['hold_reason'] or '')} — no bets, no automatic resolution, the grace"
+            " period stopped."
+        )
     if d.overdue:
         st.error("**Overdue:** past close and the grace period, still OPEN.")
     elif d.due:
@@ -201,9 +335,9 @@ def _actions(who: Principal, d: market_views.MarketDetail) -> None:
     m = d.market
     status = m["status"]
     if not who.can(Role.OPERATOR):
-        st.caption("Cancel, re-settle and retry need the operator role.")
+        st.caption("Cancel, re-settle, retry and hold need the operator role.")
         return
-    state = MarketState.of(status, m["outcome"], d.due)
+    state = MarketState.of(status, m["outcome"], d.due, d.held)
     allowed = lifecycle.allowed_actions(state)
     for col, (action, side) in zip(st.columns(len(BUTTONS)), BUTTONS, strict=True):
         enabled = (action, side) in allowed
@@ -251,14 +385,14 @@ def _confirm_body(who: Principal, pending: dict[str, Any]) -> None:
             show_refusal(exc)
             return
     st.markdown(f"Market **#{market_id}** is **{p.market_status}**. {p.note}")
-    if action != MarketAction.RETRY:
+    if action not in NO_MONEY:
         cols = st.columns(3)
         cols[0].metric("Bets affected", f"{p.bets:,}")
         cols[1].metric("Users paid", f"{p.users_paid:,} of {p.users:,}")
         cols[2].metric("Money to users", _money(p.total_paid))
         flow = "to the house" if p.to_house >= 0 else "from the house"
         st.caption(f"{_money(abs(p.to_house))} {flow} (escrow remainder).")
-    else:
+    elif action == MarketAction.RETRY:
         st.caption(f"{p.bets:,} bets by {p.users:,} users are on this market.")
     if p.shortfalls:
         st.error("Reversing the current settlement would take these users below zero:")
@@ -294,6 +428,10 @@ def _confirm_body(who: Principal, pending: dict[str, Any]) -> None:
                 result = operator.resettle(
                     who, market_id, outcome, reason, expected_status=pending["expected"]
                 )
+            elif action == MarketAction.HOLD:
+                result = operator.hold(who, market_id, reason)
+            elif action == MarketAction.RELEASE:
+                result = operator.release_hold(who, market_id, reason)
             else:
                 result = operator.retry_resolution(who, market_id, reason)
     except ServiceError as exc:
@@ -432,7 +570,12 @@ def detail_view(who: Principal, raw_id: str) -> None:
     _flash()
     _banner(d)
     cols = st.columns(5)
-    cols[0].metric("Status", m["status"] + (f" {m['outcome']}" if m["outcome"] else ""))
+    cols[0].metric(
+        "Status",
+        m["status"]
+        + (f" {m['outcome']}" if m["outcome"] else "")
+        + (" · ON HOLD" if d.held else ""),
+    )
     cols[1].metric("P(YES)", f"{d.price_yes:.2f}")
     cols[2].metric("Escrow", _money(d.escrow_balance))
     cols[3].metric("Bets", f"{sum(r['bets'] for r in d.bets_by_side):,}")
@@ -459,4 +602,4 @@ selected_market = st.query_params.get("market")
 if selected_market:
     detail_view(who, selected_market)
 else:
-    list_view()
+    list_view(who)

@@ -6,6 +6,9 @@ A saved page is shown as text and offered as a download, never rendered: it is a
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -14,13 +17,16 @@ from PIL import UnidentifiedImageError
 from pages.ui import page_offset, pager, principal, show_refusal
 from services.errors import ServiceError
 from services.ops import quarantine as quarantine_ops
+from services.ops import reevaluation
 from services.views import scrapes as scrape_views
-from services.vocabulary import Role, ScrapeStatus, Timeframe
+from services.vocabulary import Result, Role, ScrapeStatus, Timeframe, Verdict
 
 TTL_S = 10
 PAGE = 50
 HTML_SHOWN = 200_000  # characters of a saved page shown inline; the download has all of it
 DIALOG = "scrape_quarantine"  # (run_id, quarantine) while the confirmation dialog is open
+REEVAL = "scrape_reevaluation"  # the re-evaluation preview the operator is reviewing
+REEVAL_DONE = "scrape_reevaluation_done"  # the last apply's per-market results
 RUN_COLUMNS = (
     "id",
     "timeframe",
@@ -116,9 +122,18 @@ def confirm_quarantine(run_id: int, quarantine: bool) -> None:
     if quarantine:
         st.write(
             f"Quarantine run {run_id}: the resolver will no longer use its"
-            f" {preview.rows_stored} rows. {preview.resolved_markets} markets already resolved"
-            " from it keep their outcome (re-settle them on the Markets page if needed)."
+            f" {preview.rows_stored} rows. {len(preview.resolved_markets)} markets whose"
+            " settlement rests on it keep their outcome until an operator applies their"
+            " re-evaluation (below the run's detail, once quarantined)."
         )
+        if preview.resolved_markets:
+            st.dataframe(
+                [
+                    {"market": m["market_id"], "type": m["type"], "outcome": m["outcome"]}
+                    for m in preview.resolved_markets
+                ],
+                hide_index=True,
+            )
     else:
         st.write(
             f"Release run {run_id}: the resolver may use its {preview.rows_stored} rows again."
@@ -145,6 +160,114 @@ def confirm_quarantine(run_id: int, quarantine: bool) -> None:
     if cancel.button("Cancel", key="scr_cancel"):
         _close_dialog()
         st.rerun()
+
+
+def _evidence(e: dict[str, Any]) -> str:
+    """A snapshot's numbers for KOL A (and B) in one line: what decided the market."""
+    if e.get("source") != "scrape_run":
+        return "none usable"
+    kols = [
+        f"{k[-1].upper()} #{v['rank']} SOL {Decimal(v['sol_gain']).normalize():f}"
+        f" USD {Decimal(v['usd_gain']).normalize():f}"
+        for k, v in (("kol_a", e.get("kol_a")), ("kol_b", e.get("kol_b")))
+        if v
+    ]
+    return f"run {e['run_id']}: " + " · ".join(kols)
+
+
+def reevaluation_section(run_id: int) -> None:
+    """What quarantining this run changes, and (operators) applying it in one reviewed step."""
+    st.subheader("What this quarantine changes")
+    done = st.session_state.get(REEVAL_DONE)
+    if done and done[0] == run_id:
+        st.success(done[1])
+        st.dataframe(done[2], hide_index=True, width="stretch")
+    previewed = st.session_state.get(REEVAL)
+    if (
+        previewed is None
+        or previewed.run_id != run_id
+        or st.button("Re-evaluate again", key="reeval_refresh")
+    ):
+        try:
+            previewed = st.session_state[REEVAL] = reevaluation.preview(run_id)
+        except ServiceError as exc:
+            show_refusal(exc)
+            return
+    if not previewed.markets:
+        st.caption("No market's active settlement rests on this run: nothing to re-evaluate.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Markets", len(previewed.markets))
+    cols[1].metric("Stay", previewed.count(Verdict.STAYS))
+    cols[2].metric("Flip", previewed.count(Verdict.FLIPS))
+    cols[3].metric("Undecidable (refund)", previewed.count(Verdict.UNDECIDABLE))
+    st.dataframe(
+        [
+            {
+                "market": m.market_id,
+                "type": m.type,
+                "now": m.outcome,
+                "verdict": m.verdict.value,
+                "becomes": m.new_outcome or f"CANCELLED ({m.reason_code})",
+                "money moved": float(m.total_paid),
+                "users paid": m.users_paid,
+                "users short": ", ".join(f"{u} ({v})" for u, v in m.shortfalls.items()),
+                "evidence used": _evidence(m.evidence_used) if m.new_outcome else m.detail,
+                "evidence replaced": _evidence(m.evidence_replaced),
+            }
+            for m in previewed.markets
+        ],
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        f"Applying re-settles {previewed.count(Verdict.FLIPS)} markets and refunds"
+        f" {previewed.count(Verdict.UNDECIDABLE)}: {previewed.total_paid:,} paid out in all."
+        " Each market is its own transaction; a market that changed since this preview is"
+        " left alone and reported."
+    )
+    if not who.can(Role.OPERATOR):
+        st.caption("Applying it needs the operator role.")
+        return
+    reason = st.text_area(
+        "Reason for applying (required, kept in the audit log)", key="reeval_reason"
+    )
+    if not st.button("Apply re-evaluation", type="primary", key="reeval_apply"):
+        return
+    bar = st.progress(0.0, text="Applying…")
+    try:
+        applied = reevaluation.apply(
+            who,
+            previewed,
+            reason,
+            on_progress=lambda n, total, r: bar.progress(
+                n / total, text=f"{n} of {total}: market {r.market_id} {r.result}"
+            ),
+        )
+    except ServiceError as exc:
+        show_refusal(exc)
+        return
+    if applied.proposal is not None:
+        st.warning(applied.proposal.message)
+        return
+    ok = sum(1 for r in applied.results if r.result is Result.OK)
+    st.session_state[REEVAL_DONE] = (
+        run_id,
+        f"Applied: {ok} of {len(applied.results)} markets changed or confirmed;"
+        f" {applied.total_paid:,} paid out.",
+        [
+            {
+                "market": r.market_id,
+                "verdict": r.verdict,
+                "result": r.result.value,
+                "message": r.message,
+                "paid": float(r.total_paid),
+            }
+            for r in applied.results
+        ],
+    )
+    st.session_state.pop(REEVAL, None)
+    st.rerun()
 
 
 st.subheader("Run detail")
@@ -181,6 +304,8 @@ else:
         label = "Release this run" if run["quarantined"] else "Quarantine this run"
         if st.button(label, key="scr_open"):
             st.session_state[DIALOG] = (run["id"], not run["quarantined"])
+    if run["quarantined"]:
+        reevaluation_section(run["id"])
     try:
         png = scrape_views.artifact(run["screenshot_path"])
         html = scrape_views.artifact(run["html_path"])

@@ -82,6 +82,8 @@ def _market_state(row: Mapping[str, Any]) -> tuple[str, str]:
     if row["status"] == MarketStatus.OPEN:
         if row["needs_attention"]:
             return "NEEDS ATTENTION", "red"
+        if row["held"]:
+            return "ON HOLD", "violet"
         if row["overdue"]:
             return "OVERDUE", "red"
         if row["due"]:
@@ -105,7 +107,7 @@ def market_badge(row: Mapping[str, Any]) -> str:
 
 
 _BAD = frozenset({"NEEDS ATTENTION", "OVERDUE", Result.REFUSED, Result.FAILED})
-_WARN = frozenset({"DUE", Result.STATE_CHANGED})
+_WARN = frozenset({"DUE", "ON HOLD", Result.STATE_CHANGED, Result.PROPOSED})
 
 
 def state_css(label: object) -> str:

@@ -15,13 +15,17 @@ from services.vocabulary import MarketAction, MarketStatus, Side
 class MarketState:
     status: MarketStatus
     outcome: Side | None = None
-    # Past its close (only an OPEN market's resolution can be retried, once due).
+    # Past its close and not on hold (only an OPEN market's resolution can be retried, once due).
     due: bool = False
+    # On an operator's hold (`db.rules.held`): no bets, no resolution, until released.
+    held: bool = False
 
     @classmethod
-    def of(cls, status: str, outcome: str | None, due: bool = False) -> MarketState:
-        """A market's state from its stored columns."""
-        return cls(MarketStatus(status), Side(outcome) if outcome else None, due)
+    def of(
+        cls, status: str, outcome: str | None, due: bool = False, held: bool = False
+    ) -> MarketState:
+        """A market's state from its stored columns (and the `db.rules` flags read with them)."""
+        return cls(MarketStatus(status), Side(outcome) if outcome else None, due, held)
 
 
 def refusal(action: MarketAction, state: MarketState, side: Side | None = None) -> str | None:
@@ -43,15 +47,30 @@ def refusal(action: MarketAction, state: MarketState, side: Side | None = None) 
         case MarketAction.RETRY:
             if state.status is not MarketStatus.OPEN:
                 return "Only an open market's resolution can be retried."
+            if state.held:
+                return "The market is on hold: release the hold first."
             if not state.due:
                 return "The market has not closed yet."
+            return None
+        case MarketAction.HOLD:
+            if state.status is not MarketStatus.OPEN:
+                return "Only an open market can be put on hold."
+            if state.held:
+                return "Already on hold."
+            return None
+        case MarketAction.RELEASE:
+            if not state.held:
+                return "The market is not on hold."
             return None
     raise AssertionError(f"unknown action {action!r}")
 
 
 def allowed_actions(state: MarketState) -> frozenset[tuple[MarketAction, Side | None]]:
     """Every (action, side) that applies now; side is None except for re-settle."""
-    candidates = [(MarketAction.CANCEL, None), (MarketAction.RETRY, None)] + [
-        (MarketAction.RESETTLE, side) for side in Side
-    ]
+    candidates = [
+        (MarketAction.CANCEL, None),
+        (MarketAction.RETRY, None),
+        (MarketAction.HOLD, None),
+        (MarketAction.RELEASE, None),
+    ] + [(MarketAction.RESETTLE, side) for side in Side]
     return frozenset((a, s) for a, s in candidates if refusal(a, state, s) is None)

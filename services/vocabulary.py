@@ -173,6 +173,9 @@ class MarketAction(StrEnum):
     CANCEL = "cancel"
     RESETTLE = "resettle"
     RETRY = "retry"
+    # A hold on an OPEN market while it is investigated (issue 17).
+    HOLD = "hold"
+    RELEASE = "release"
 
 
 class Result(StrEnum):
@@ -187,6 +190,8 @@ class Result(StrEnum):
     REFUSED = "REFUSED"
     # The work failed and was rolled back.
     FAILED = "FAILED"
+    # Above the approval thresholds: recorded as a proposal for a second operator (issue 17).
+    PROPOSED = "PROPOSED"
 
 
 class AlertRule(StrEnum):
@@ -206,6 +211,8 @@ class AlertRule(StrEnum):
     LEADER_MISSING = "leader_missing"
     JOB_FAILING = "job_failing"
     INTEGRITY_VIOLATION = "integrity_violation"
+    # Money actions waiting for a second operator's approval (issue 17).
+    APPROVALS_WAITING = "approvals_waiting"
 
 
 class Severity(StrEnum):
@@ -266,6 +273,33 @@ class SessionEnd(StrEnum):
     ENDED_BY_ADMIN = "ENDED_BY_ADMIN"
     DEACTIVATED = "DEACTIVATED"
     ROLE_CHANGED = "ROLE_CHANGED"
+
+
+# -- interventions at scale (issue 17) ------------------------------------------------------------
+
+
+class ProposalKind(StrEnum):
+    """A money action held for a second operator's approval (`services/ops/approvals.py`)."""
+
+    CANCEL = "cancel_and_refund"
+    RESETTLE = "resettle"
+    BULK_CANCEL = "bulk_cancel"
+    REEVALUATION = "apply_reevaluation"
+
+
+class ProposalStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"  # approved and carried out (its per-market results are kept)
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+class Verdict(StrEnum):
+    """What re-evaluating a resolved market from the evidence usable now says should happen."""
+
+    STAYS = "stays"
+    FLIPS = "flips"
+    UNDECIDABLE = "undecidable"
 
 
 def sql_in(column: str, values: type[StrEnum] | tuple[StrEnum, ...]) -> str:

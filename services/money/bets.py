@@ -42,10 +42,12 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import namedtuple_row
+from sqlalchemy.orm import aliased
 
 from config import get_settings
+from db import rules
 from db.engine import pipelined, retrying
-from db.models import MONEY_SCALE
+from db.models import MONEY_SCALE, Market
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
 from services.money import ledger, pricing
@@ -183,6 +185,7 @@ def _is_id(value: object) -> bool:
 # The vocabulary is interpolated once, at import: the text stays one constant prepared statement.
 _LOCK_MARKET = (
     "SELECT m.status, m.opens_at <= now() AS started, m.closes_at > now() AS before_close,"
+    f" {rules.sql(rules.held(aliased(Market, name='m')))} AS held,"
     " m.pool_yes, m.pool_no, e.id AS escrow_account,"
     f" (SELECT id FROM accounts WHERE kind = '{AccountKind.FEE}') AS fee_account,"
     " nextval('bets_id_seq') AS bet_id"
@@ -266,6 +269,10 @@ def _place(conn: psycopg.Connection[Any], r: _Request) -> BetReceipt:
             ErrorCode.MARKET_NOT_OPEN,
             f"market {market_id} is {market.status}",
             status=market.status,
+        )
+    if market.held:
+        raise BetError(
+            ErrorCode.MARKET_ON_HOLD, f"market {market_id} is on hold while it is investigated"
         )
     if not market.before_close:
         raise BetError(ErrorCode.MARKET_CLOSED, f"market {market_id} is closed for betting")

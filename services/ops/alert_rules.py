@@ -33,6 +33,7 @@ SEVERITY: Mapping[AlertRule, Severity] = {
     AlertRule.LEADER_MISSING: Severity.CRITICAL,
     AlertRule.JOB_FAILING: Severity.CRITICAL,
     AlertRule.INTEGRITY_VIOLATION: Severity.CRITICAL,
+    AlertRule.APPROVALS_WAITING: Severity.WARNING,
 }
 
 TITLES: Mapping[AlertRule, str] = {
@@ -50,6 +51,7 @@ TITLES: Mapping[AlertRule, str] = {
     AlertRule.LEADER_MISSING: "No scheduler leader",
     AlertRule.JOB_FAILING: "Job failing repeatedly",
     AlertRule.INTEGRITY_VIOLATION: "Integrity violation",
+    AlertRule.APPROVALS_WAITING: "Money actions waiting for a second operator",
 }
 
 # The X API statuses (`x_api_state.last_status`, an ErrorCode) that mean the API cannot be used.
@@ -117,6 +119,8 @@ class Facts:
     leader_heartbeat_at: dt.datetime | None = None
     jobs: tuple[JobFacts, ...] = ()
     integrity: IntegrityFacts | None = None
+    # Proposals a second operator may still approve (pending, not expired).
+    proposals_waiting: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,16 @@ def _market_conditions(f: Facts) -> list[Condition]:
                 "",
                 f"{_plural(len(f.needs_attention), 'market')} flagged: an operator must look",
                 {"markets": _ids(f.needs_attention)},
+            )
+        )
+    if f.proposals_waiting:
+        out.append(
+            Condition(
+                AlertRule.APPROVALS_WAITING,
+                "",
+                f"{_plural(len(f.proposals_waiting), 'proposal')} waiting for a second"
+                " operator's approval (Overview page)",
+                {"proposals": _ids(f.proposals_waiting)},
             )
         )
     if f.followers_uncovered:

@@ -34,6 +34,7 @@ from db.models import (
     Incident,
     JobRun,
     Market,
+    Proposal,
     SchedulerInstance,
     ScrapedKol,
     ScrapeRun,
@@ -265,6 +266,11 @@ def gather(session: Session) -> Facts:
         leader_heartbeat_at=leader,
         jobs=_job_facts(session, max(1, s.alert_job_failures)),
         integrity=integrity,
+        proposals_waiting=tuple(
+            session.scalars(
+                select(Proposal.id).where(rules.proposal_waiting(Proposal)).order_by(Proposal.id)
+            )
+        ),
     )
 
 

@@ -96,6 +96,7 @@ class DatabaseCollector(Collector):
                     "open markets flagged for an operator",
                     attention,
                 ),
+                ("kolops_markets_held", "open markets on an operator's hold", market.held),
             ):
                 g = _gauge(name, doc)
                 g.add_metric([], value)

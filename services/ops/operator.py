@@ -30,10 +30,10 @@ from services.inputs import free_text
 from services.lifecycle import MarketState
 from services.money import settlement
 from services.money.settlement import SettlementResult
-from services.ops import audit, auth
+from services.ops import audit, auth, proposals
 from services.ops.auth import Principal
 from services.resolution import resolver
-from services.vocabulary import MarketAction, MarketStatus, Result, Role, Side
+from services.vocabulary import MarketAction, MarketStatus, ProposalKind, Result, Role, Side
 
 MAX_REASON = 2000
 
@@ -79,21 +79,13 @@ class Preview:
 
 
 _DUE = rules.sql(rules.due(Market.__table__.c))
+_HELD = rules.sql(rules.held(Market.__table__.c))
+_STATE = f"SELECT status, outcome, cancel_reason, {_DUE} AS due, {_HELD} AS held FROM markets"
 
 
 def _state(market_id: int) -> dict[str, Any]:
     with read_session() as s:
-        row = (
-            s.execute(
-                text(
-                    f"SELECT status, outcome, cancel_reason, {_DUE} AS due"
-                    " FROM markets WHERE id = :m"
-                ),
-                {"m": market_id},
-            )
-            .mappings()
-            .one_or_none()
-        )
+        row = s.execute(text(f"{_STATE} WHERE id = :m"), {"m": market_id}).mappings().one_or_none()
     if row is None:
         raise ServiceError(
             ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist", market_id=market_id
@@ -103,6 +95,10 @@ def _state(market_id: int) -> dict[str, Any]:
 
 def _audit_state(state: dict[str, Any]) -> dict[str, Any]:
     return {k: state[k] for k in ("status", "outcome", "cancel_reason")}
+
+
+def _market_state(state: dict[str, Any]) -> MarketState:
+    return MarketState.of(state["status"], state["outcome"], state["due"], state["held"])
 
 
 def _amount(value: Decimal) -> str:
@@ -116,7 +112,7 @@ def _describe(state: dict[str, Any]) -> str:
         return f"resolved {state['outcome']}"
     if state["status"] == MarketStatus.CANCELLED:
         return f"cancelled ({state['cancel_reason']})"
-    return "open"
+    return "open, on hold" if state.get("held") else "open"
 
 
 # -- what every action shares ----------------------------------------------------------------------
@@ -173,6 +169,28 @@ class _Call:
 
     def refused(self, detail: str) -> None:
         _refused(self.who, self.action, self.market_id, self.why, detail)
+
+    def gate(
+        self,
+        kind: ProposalKind,
+        item: dict[str, Any],
+        movement: Callable[[], settlement.SettlementPreview],
+        side: Side | None = None,
+    ) -> ActionResult | None:
+        """Above the approval thresholds, record the action as a proposal (the market is not
+        touched) and say so; None when the action may go ahead now, or when it cannot apply
+        (the market is no longer as the operator saw it, or the action does not fit its state):
+        carrying it out then refuses it or says ALREADY_DONE or STATE_CHANGED, as it would."""
+        action = MarketAction.RESETTLE if kind is ProposalKind.RESETTLE else MarketAction.CANCEL
+        if item["expected_status"] != self.before["status"]:
+            return None
+        if lifecycle.refusal(action, _market_state(self.before), side) is not None:
+            return None
+        amount = movement().total_paid
+        if not proposals.needs_approval(1, amount):
+            return None
+        proposed = proposals.propose(self.who, kind, [item], self.why, amount=amount)
+        return self.conclude(self.before, Result.PROPOSED, proposed.message, proposed.message)
 
     def run(
         self, work: Callable[[Session], SettlementResult], after: dict[str, Any]
@@ -277,12 +295,26 @@ def cancel_and_refund(
 ) -> ActionResult:
     """Cancel an OPEN or RESOLVED market and refund every bet (OPERATOR_CANCELLED).
     `expected_status` is the status the operator saw: if the market moved since, nothing is
-    done and the result says so."""
+    done and the result says so. Above the approval thresholds it becomes a proposal."""
     call = _Call.start(principal, "cancel_and_refund", market_id, reason)
+    item = {"market_id": market_id, "expected_status": str(expected_status)}
+    gated = call.gate(ProposalKind.CANCEL, item, lambda: settlement.preview_refund(market_id))
+    return gated or _cancel(call, expected_status)
+
+
+def carry_out_cancel(
+    principal: Principal | None, market_id: int, reason: str, *, expected_status: str
+) -> ActionResult:
+    """`cancel_and_refund` for a step already past the approval gate as a whole (a bulk step
+    below the thresholds, or an approved proposal): the same checks, audit and transaction."""
+    return _cancel(_Call.start(principal, "cancel_and_refund", market_id, reason), expected_status)
+
+
+def _cancel(call: _Call, expected_status: str) -> ActionResult:
     result = call.run(
         lambda session: settlement.cancel_and_refund(
             session,
-            market_id,
+            call.market_id,
             ErrorCode.OPERATOR_CANCELLED,
             call.why,
             actor=call.who.username,
@@ -311,12 +343,32 @@ def resettle(
 ) -> ActionResult:
     """Reverse the active settlement of a RESOLVED or CANCELLED market and settle it `outcome`.
     A reversal that would take any user below zero is refused (NEGATIVE_BALANCE, with the
-    shortfalls) and changes nothing."""
+    shortfalls) and changes nothing. Above the approval thresholds it becomes a proposal."""
     call = _Call.start(principal, "resettle", market_id, reason)
+    item = {"market_id": market_id, "outcome": outcome, "expected_status": str(expected_status)}
+    gated = call.gate(
+        ProposalKind.RESETTLE,
+        item,
+        lambda: settlement.preview_settle(market_id, outcome),
+        Side(outcome) if outcome in tuple(Side) else None,
+    )
+    return gated or _resettle(call, outcome, expected_status)
+
+
+def carry_out_resettle(
+    principal: Principal | None, market_id: int, outcome: str, reason: str, *, expected_status: str
+) -> ActionResult:
+    """`resettle` for an approved proposal: the same checks, audit and transaction."""
+    return _resettle(
+        _Call.start(principal, "resettle", market_id, reason), outcome, expected_status
+    )
+
+
+def _resettle(call: _Call, outcome: str, expected_status: str) -> ActionResult:
     result = call.run(
         lambda session: settlement.resettle(
             session,
-            market_id,
+            call.market_id,
             outcome,
             actor=call.who.username,
             reason=call.why,
@@ -337,12 +389,10 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     call = _Call.start(principal, "retry_resolution", market_id, reason)
     if call.before["status"] != MarketStatus.OPEN:
         return call.already()
-    before = MarketState.of(call.before["status"], call.before["outcome"], call.before["due"])
-    if lifecycle.refusal(MarketAction.RETRY, before) is not None:
-        call.refused("market has not closed yet")
-        raise ServiceError(
-            ErrorCode.MARKET_NOT_OPEN, f"market {market_id} has not closed yet: nothing to resolve"
-        )
+    why = lifecycle.refusal(MarketAction.RETRY, _market_state(call.before))
+    if why is not None:
+        call.refused(why)
+        raise ServiceError(ErrorCode.MARKET_NOT_OPEN, f"market {market_id}: {why}")
     try:
         report = resolver.retry_now(market_id, actor=call.who.username)
     except ServiceError as exc:
@@ -371,6 +421,71 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     )
 
 
+def hold(principal: Principal | None, market_id: int, reason: str) -> ActionResult:
+    """Put an OPEN market on hold while it is investigated: bets are refused, the resolver
+    leaves it alone and its grace period stops running (`db.rules.held`, `grace_ends`). It can
+    still be cancelled and refunded. Holding a held market is refused and changes nothing."""
+    return _set_hold(principal, market_id, reason, MarketAction.HOLD)
+
+
+def release_hold(principal: Principal | None, market_id: int, reason: str) -> ActionResult:
+    """Release a market's hold: normal resolution again, its grace period extended by the time
+    it was held after its close. Releasing a market not on hold is refused."""
+    return _set_hold(principal, market_id, reason, MarketAction.RELEASE)
+
+
+_HOLD_SQL = {
+    MarketAction.HOLD: "held_at = now(), held_by = :who, hold_reason = :why",
+    MarketAction.RELEASE: (
+        f"held_for = held_for + {rules.sql(rules.held_after_close(Market.__table__.c))},"
+        " held_at = NULL, held_by = NULL, hold_reason = NULL"
+    ),
+}
+_HOLD_NOTES = {
+    MarketAction.HOLD: "Bets are refused and the resolver leaves the market alone until the hold"
+    " is released; its grace period stops running. It can still be cancelled and refunded.",
+    MarketAction.RELEASE: "The market returns to normal resolution; its grace period is extended"
+    " by the time it was held after its close.",
+}
+
+
+def _set_hold(
+    principal: Principal | None, market_id: int, reason: str, what: MarketAction
+) -> ActionResult:
+    name = "hold_market" if what is MarketAction.HOLD else "release_hold"
+    call = _Call.start(principal, name, market_id, reason)
+
+    def unit(session: Session) -> dict[str, Any] | str:
+        # Under the row lock the resolver's settlement and bet placement also take.
+        now = (
+            session.execute(text(f"{_STATE} WHERE id = :m FOR UPDATE"), {"m": market_id})
+            .mappings()
+            .one()
+        )
+        why = lifecycle.refusal(what, _market_state(dict(now)))
+        if why is not None:
+            return why
+        session.execute(
+            text(f"UPDATE markets SET {_HOLD_SQL[what]} WHERE id = :m"),
+            {"m": market_id, "who": call.who.username, "why": call.why},
+        )
+        before = {**_audit_state(dict(now)), "held": now["held"]}
+        after = {**before, "held": what is MarketAction.HOLD}
+        call._audit(Result.OK, None, before=before, after=after, session=session)
+        return after
+
+    done = retrying(unit, what=f"{name} market {market_id}")
+    if isinstance(done, str):
+        call.refused(done)
+        raise ServiceError(ErrorCode.STATE_CHANGED, f"market {market_id}: {done} Nothing changed.")
+    message = (
+        "On hold: no bets, no automatic resolution, the grace period stopped."
+        if what is MarketAction.HOLD
+        else "Hold released: the market is resolved normally again."
+    )
+    return call._result(Result.OK, message, _state(market_id), None)
+
+
 # -- previews -------------------------------------------------------------------------------------
 
 
@@ -388,10 +503,11 @@ def preview(market_id: int, action: str, outcome: str | None = None) -> Preview:
     side = Side(outcome) if what is MarketAction.RESETTLE and outcome else None
     state = _state(market_id)
     status = state["status"]
-    now = MarketState.of(state["status"], state["outcome"], state["due"])
-    why = lifecycle.refusal(what, now, side)
+    why = lifecycle.refusal(what, _market_state(state), side)
     if why is not None:
         return Preview(what, market_id, status, False, why)
+    if what in _HOLD_NOTES:
+        return Preview(what, market_id, status, True, _HOLD_NOTES[what])
     if what is MarketAction.RETRY:
         p = settlement.preview_refund(market_id)
         return Preview(

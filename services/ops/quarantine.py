@@ -2,8 +2,8 @@
 the preview the confirmation dialog shows first.
 
 A quarantined run's data is never used by the resolver (it reads only usable runs,
-`db.rules.usable_run`); markets it already decided keep their outcome: an operator re-settles them
-if needed.
+`db.rules.usable_run`); markets it already decided keep their outcome until an operator applies
+their re-evaluation (`services/ops/reevaluation.py`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from db.engine import read_session, transaction
 from db.models import ScrapeRun
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
-from services.ops import audit
+from services.ops import audit, reevaluation
 from services.ops.auth import Principal, require
-from services.vocabulary import AttemptResult, Result, Role, Side, sql_in
+from services.vocabulary import Result, Role
 
 MAX_REASON = 2000
-_RESOLVED = sql_in("result", tuple(AttemptResult.resolved(side) for side in Side))
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,9 @@ class QuarantinePreview:
     run_id: int
     quarantined: bool
     rows_stored: int
-    # Markets already resolved from this run's snapshot: quarantine does not touch them.
-    resolved_markets: int
+    # Markets whose active settlement rests on this run (`reevaluation.impacted`): quarantine
+    # does not touch them; their re-evaluation is applied by an operator.
+    resolved_markets: list[dict[str, Any]]
 
 
 def quarantine_preview(run_id: int) -> QuarantinePreview:
@@ -44,15 +44,9 @@ def quarantine_preview(run_id: int) -> QuarantinePreview:
         ).first()
         if row is None:
             raise ServiceError(ErrorCode.NOT_FOUND, f"no scrape run {run_id}")
-        resolved = s.execute(
-            text(
-                "SELECT count(DISTINCT market_id) FROM resolution_attempts"
-                f" WHERE {_RESOLVED}"
-                " AND evidence->>'source' = 'scrape_run' AND evidence->>'run_id' = :id"
-            ),
-            {"id": str(run_id)},
-        ).scalar()
-    return QuarantinePreview(run_id, row.quarantined, row.rows_stored, resolved or 0)
+    return QuarantinePreview(
+        run_id, row.quarantined, row.rows_stored, reevaluation.impacted(run_id)
+    )
 
 
 @dataclass(frozen=True)

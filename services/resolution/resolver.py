@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import literal_column, text
 from sqlalchemy.orm import Session, aliased
 
 from config import get_settings
@@ -73,12 +73,16 @@ TRANSIENT = frozenset(
 
 @dataclass(frozen=True)
 class DueMarket:
+    """A market as resolution reads it (a due one, or a resolved one re-evaluated)."""
+
     # No X handle: a follower market reads the account pinned in its baseline, never the handle
     # its KOL shows now (every scrape overwrites that).
     id: int
     definition: Definition
     opens_at: dt.datetime
     closes_at: dt.datetime
+    # `db.rules.grace_ends`: the close plus the grace period plus the time held after the close.
+    grace_ends: dt.datetime
 
 
 @dataclass
@@ -90,6 +94,7 @@ class SweepReport:
     deferred: int = 0
     errors: int = 0
     already_final: int = 0
+    held: int = 0
     scrapes: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
@@ -117,19 +122,25 @@ class _Pass:
 
 # The rules the claim and the snapshot look-up apply, as the SQL below spells them.
 _DUE = rules.sql(rules.due(aliased(Market, name="m")))
+_HELD = rules.sql(rules.held(aliased(Market, name="m")))
+_GRACE_ENDS = rules.sql(rules.grace_ends(aliased(Market, name="m"), literal_column(":grace")))
 _USABLE = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
 
 
 # -- claiming -------------------------------------------------------------------------------------
 
-_DUE_COLUMNS = """
+_DUE_COLUMNS = f"""
     m.id, m.type, m.timeframe, m.threshold, m.target_rank, m.baseline, m.opens_at, m.closes_at,
-    a.wallet AS wallet_a, b.wallet AS wallet_b
+    a.wallet AS wallet_a, b.wallet AS wallet_b, {_GRACE_ENDS} AS grace_ends
 """
 
 
 def _claim(
-    limit: int, claimer: str, market_ids: list[int] | None = None, skip: Iterable[int] = ()
+    limit: int,
+    claimer: str,
+    grace: dt.timedelta,
+    market_ids: list[int] | None = None,
+    skip: Iterable[int] = (),
 ) -> list[DueMarket]:
     """Lease up to `limit` due OPEN markets no live lease holds (except those in `skip`, already
     handled in this pass); committed at once."""
@@ -165,20 +176,25 @@ def _claim(
             .scalars()
             .all()
         )
-        if not rows:
-            return []
-        details = (
-            session.execute(
-                text(
-                    f"SELECT {_DUE_COLUMNS} FROM markets m JOIN kols a ON a.id = m.kol_a_id"
-                    " LEFT JOIN kols b ON b.id = m.kol_b_id"
-                    " WHERE m.id = ANY(:ids) ORDER BY m.closes_at"
-                ),
-                {"ids": list(rows)},
-            )
-            .mappings()
-            .all()
+        return _load(session, list(rows), grace)
+
+
+def _load(session: Session, market_ids: list[int], grace: dt.timedelta) -> list[DueMarket]:
+    """The markets `market_ids` as resolution reads them, earliest close first."""
+    if not market_ids:
+        return []
+    details = (
+        session.execute(
+            text(
+                f"SELECT {_DUE_COLUMNS} FROM markets m JOIN kols a ON a.id = m.kol_a_id"
+                " LEFT JOIN kols b ON b.id = m.kol_b_id"
+                " WHERE m.id = ANY(:ids) ORDER BY m.closes_at, m.id"
+            ),
+            {"ids": market_ids, "grace": grace},
         )
+        .mappings()
+        .all()
+    )
     return [
         DueMarket(
             id=r["id"],
@@ -193,6 +209,7 @@ def _claim(
             ),
             opens_at=r["opens_at"],
             closes_at=r["closes_at"],
+            grace_ends=r["grace_ends"],
         )
         for r in details
     ]
@@ -273,9 +290,10 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
 
 
-def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
-    """Read the usable runs of the batch's timeframes, and scrape a timeframe on demand when it
-    can still help some market and has not been scraped in this pass yet. Never raises: what
+def _gather_snapshots(p: _Pass, markets: list[DueMarket], *, scrape: bool = True) -> None:
+    """Read the usable runs of the batch's timeframes, and (with `scrape`) scrape a timeframe on
+    demand when it can still help some market and has not been scraped in this pass yet. Never
+    raises: what
     fails here becomes the evidence of the markets that needed it ("scrape failed"), decided
     inside their own error boundary, so it never stops the other markets."""
     timeframes = sorted(
@@ -298,7 +316,7 @@ def _gather_snapshots(p: _Pass, markets: list[DueMarket]) -> None:
 
     for tf in timeframes:
         read_runs(tf)
-        if tf in p.scraped or tf in p.unreadable:
+        if not scrape or tf in p.scraped or tf in p.unreadable:
             continue
         needy = any(
             m.definition.timeframe == tf
@@ -503,12 +521,17 @@ def _attempt(
     )
 
 
+class _OnHold(Exception):
+    """An operator put the market on hold since the pass claimed it: the resolver leaves it."""
+
+
 class _RunWithdrawn(Exception):
     """The scrape run a decision was made from is no longer usable (quarantined since the pass
     read it): nothing may be settled from it."""
 
 
 def _final(
+    market_id: int,
     change: Callable[[Session], settlement.SettlementResult],
     attempt: Callable[[], ResolutionAttempt],
     what: str,
@@ -518,9 +541,16 @@ def _final(
     (a fresh attempt row on every retry), so a market is never final without the record of the
     evidence that made it so. With `evidence_run`, the scrape run the decision used must still
     be usable under a share lock held to the commit (else `_RunWithdrawn`): a quarantine, an
-    update of that row, waits for the settlement, and one committed before it is seen here."""
+    update of that row, waits for the settlement, and one committed before it is seen here. A
+    market put on hold since it was claimed is left alone (`_OnHold`), checked under the market
+    row lock the hold also takes."""
 
     def unit(session: Session) -> settlement.SettlementResult:
+        held = session.execute(
+            text(f"SELECT {_HELD} FROM markets m WHERE m.id = :id FOR UPDATE"), {"id": market_id}
+        ).scalar()
+        if held:
+            raise _OnHold(market_id)
         if evidence_run is not None:
             usable = session.execute(
                 text(f"SELECT 1 FROM scrape_runs r WHERE r.id = :id AND {_USABLE} FOR SHARE"),
@@ -530,7 +560,9 @@ def _final(
                 raise _RunWithdrawn(evidence_run)
         result = change(session)
         if result.applied:
-            session.add(attempt())
+            made = attempt()
+            made.settlement_id = result.settlement_id
+            session.add(made)
         return result
 
     return retrying(unit, what=what)
@@ -575,10 +607,13 @@ def _cancel(
 ) -> None:
     try:
         result = _final(
+            m.id,
             lambda session: settlement.cancel_and_refund(session, m.id, code, detail, actor=ACTOR),
             lambda: _attempt(m, p, started, AttemptResult.CANCELLED, evidence, code, detail),
             f"cancel market {m.id}",
         )
+    except _OnHold:
+        raise
     except Exception as exc:
         _flag_attention(m.id, f"cancel ({code}) failed: {exc}")
         failed = f"cancel and refund failed: {exc}"
@@ -598,9 +633,10 @@ def _cancel(
         report.already_final += 1
 
 
-def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
-    started = dt.datetime.now(dt.UTC)
-    past_grace = p.now >= m.closes_at + p.grace
+def _evaluate(m: DueMarket, p: _Pass) -> tuple[outcomes.Decision, dict[str, Any]]:
+    """The decision the evidence gathered in `p` gives for `m`, and the record of that
+    evidence: the one evidence selection and the one set of outcome rules, for a sweep and for
+    a re-evaluation alike."""
     gathered: list[tuple[Evidence, dict[str, Any]]] | Undecided
     if m.definition.type in outcomes.FOLLOWER_TYPES:
         follower = _follower_evidence(p, m)
@@ -609,11 +645,15 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
         gathered = _snapshot_evidence(p, m)
     else:
         gathered = Undecided(ErrorCode.MISSING_METADATA, f"unknown type {m.definition.type!r}")
-    decision: outcomes.Decision
     if isinstance(gathered, Undecided):
-        decision, evidence = gathered, {}
-    else:
-        decision, evidence = _decide(m, gathered)
+        return gathered, {}
+    return _decide(m, gathered)
+
+
+def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
+    started = dt.datetime.now(dt.UTC)
+    past_grace = p.now >= m.grace_ends
+    decision, evidence = _evaluate(m, p)
     evidence["decided_at"] = started.isoformat()
 
     if isinstance(decision, Undecided):
@@ -637,6 +677,7 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
     run_id = evidence.get("run_id") if evidence.get("source") == "scrape_run" else None
     try:
         result = _final(
+            m.id,
             lambda session: settlement.settle(
                 session, m.id, side, actor=ACTOR, reason=f"resolved {side} from evidence"
             ),
@@ -662,6 +703,8 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
         report.deferred += 1
         log.warning("market=%s not settled: %s", m.id, detail)
         return
+    except _OnHold:
+        raise
     except Exception as exc:
         log.error("market=%s settlement failed, cancelling: %s", m.id, exc)
         _record_attempt(
@@ -710,13 +753,17 @@ def _handle(markets: Iterable[DueMarket], p: _Pass, report: SweepReport) -> None
     for m in markets:
         try:
             _resolve_one(m, p, report)
+        except _OnHold:
+            # Held after the claim: no attempt, no change; its lease is freed for the release.
+            report.held += 1
+            _release(m.id)
         except Exception as exc:  # the error boundary: one market never stops the others
             report.errors += 1
             detail = _describe(exc)
             log.exception("market=%s resolution error", m.id)
             now = dt.datetime.now(dt.UTC)
             try:
-                if p.now >= m.closes_at + p.grace:
+                if p.now >= m.grace_ends:
                     # An error that outlasts the grace period is not going away: refund.
                     _cancel(
                         m,
@@ -754,7 +801,7 @@ def sweep(
     for _ in range(max_batches):
         if should_stop and should_stop():
             break
-        batch = _claim(batch_size, claimer, skip=seen)
+        batch = _claim(batch_size, claimer, p.grace, skip=seen)
         if not batch:
             break
         seen.update(m.id for m in batch)
@@ -773,7 +820,7 @@ def retry_now(market_id: int, *, actor: str) -> SweepReport:
     """Run resolution for one OPEN due market now (the dashboard's "retry resolution")."""
     p = _new_pass(f"operator:{actor}"[:32])
     report = SweepReport()
-    markets = _claim(1, f"operator:{actor}", market_ids=[market_id])
+    markets = _claim(1, f"operator:{actor}", p.grace, market_ids=[market_id])
     if not markets:
         raise ServiceError(
             ErrorCode.MARKET_NOT_OPEN, f"market {market_id} is not an OPEN market past its close"
@@ -783,6 +830,32 @@ def retry_now(market_id: int, *, actor: str) -> SweepReport:
     _gather_followers(p, markets)
     _handle(markets, p, report)
     return report
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """What the evidence usable now says of a market: an outcome, or why none can be given;
+    and the record of the evidence used (as a resolution attempt keeps it)."""
+
+    market_id: int
+    decision: outcomes.Decision
+    evidence: dict[str, Any]
+
+
+def reevaluate(market_ids: list[int], *, trigger: str) -> dict[int, Reevaluation]:
+    """Decide the markets `market_ids` again now, whatever their status, from the evidence
+    usable now (quarantined runs are not), by the rules and the evidence selection of a sweep.
+    Reads only: no scrape (the markets' windows are past), no lease, no settlement."""
+    p = _new_pass(trigger[:32])
+    with read_session() as session:
+        markets = _load(session, market_ids, p.grace)
+    _gather_snapshots(p, markets, scrape=False)
+    _gather_followers(p, markets)
+    found: dict[int, Reevaluation] = {}
+    for m in markets:
+        decision, evidence = _evaluate(m, p)
+        found[m.id] = Reevaluation(m.id, decision, evidence)
+    return found
 
 
 def attempts(market_id: int) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from services.vocabulary import AttemptResult, JobStatus, MarketStatus, Side, Ti
 _M = aliased(Market, name="m")
 _DUE = rules.sql(rules.due(_M))
 _OVERDUE = rules.sql(rules.overdue(_M, literal_column("make_interval(mins => :grace)")))
+_HELD = rules.sql(rules.held(_M))
 _USABLE_RUN = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
 _RESOLVED = sql_in("a.result", tuple(AttemptResult.resolved(side) for side in Side))
 
@@ -29,6 +30,7 @@ class Health:
     due: int
     overdue: int
     needs_attention: int
+    held: int  # open markets on an operator's hold (issue 17)
     cancellations_by_reason: dict[str, int]
     failed_attempts_24h: int
     resolved_24h: int
@@ -47,10 +49,10 @@ def market_health() -> Health:
         by_status = dict(
             s.execute(text("SELECT status, count(*) FROM markets GROUP BY status")).all()
         )
-        due, overdue, attention = s.execute(
+        due, overdue, attention, held = s.execute(
             text(
                 f"SELECT count(*) FILTER (WHERE {_DUE}), count(*) FILTER (WHERE {_OVERDUE}),"
-                " count(*) FILTER (WHERE m.needs_attention)"
+                f" count(*) FILTER (WHERE m.needs_attention), count(*) FILTER (WHERE {_HELD})"
                 f" FROM markets m WHERE m.status = '{MarketStatus.OPEN}'"
             ),
             {"grace": grace},
@@ -104,6 +106,7 @@ def market_health() -> Health:
         due=due,
         overdue=overdue,
         needs_attention=attention,
+        held=held,
         cancellations_by_reason=cancellations,
         failed_attempts_24h=failed,
         resolved_24h=resolved,

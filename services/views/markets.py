@@ -4,7 +4,7 @@ Every query aggregates in the database and returns one page of rows, so the page
 big database (100,000 markets, 1,000,000 bets): lists use the `(status, closes_at)` index, a
 LIMIT/OFFSET page and a COUNT with the same filters; per-market figures use the market_id
 indexes of bets, positions, ledger transactions and resolution attempts. "Due" and "overdue" are
-`db.rules.due` and `db.rules.overdue`, rendered into the SQL.
+`db.rules.due` and `db.rules.overdue`, and "on hold" is `db.rules.held`, rendered into the SQL.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ TOP_POSITIONS = 10
 _M = aliased(Market, name="m")
 _DUE = rules.sql(rules.due(_M))
 _OVERDUE = rules.sql(rules.overdue(_M, literal_column("make_interval(mins => :grace)")))
+_HELD = rules.sql(rules.held(_M))
+_GRACE_ENDS = rules.sql(rules.grace_ends(_M, literal_column("make_interval(mins => :grace)")))
 _OPEN = MarketStatus.OPEN.value
 
 
@@ -43,6 +45,7 @@ class MarketDetail:
     price_yes: Decimal
     due: bool
     overdue: bool
+    held: bool
     escrow_balance: Decimal
     # One row per side and action: bets, amount, fees, shares.
     bets_by_side: list[dict[str, Any]]
@@ -79,7 +82,7 @@ def list_markets(
 
     `search` matches the title or either KOL's name or X handle (case-insensitive substring), or
     the market id when it is a number. `due_only`: OPEN and past close. `attention_only`: OPEN and
-    flagged for attention or past the grace period. Newest close first; with `due_only` or
+    flagged for attention, on hold, or past the grace period. Newest close first; with `due_only` or
     `attention_only` the longest overdue first, as an operator works through them.
     """
     _check_filters(status, type)
@@ -95,7 +98,7 @@ def list_markets(
     if due_only:
         where.append(f"({_DUE})")
     if attention_only:
-        where.append(f"((m.status = '{_OPEN}' AND m.needs_attention) OR ({_OVERDUE}))")
+        where.append(f"((m.status = '{_OPEN}' AND m.needs_attention) OR ({_HELD}) OR ({_OVERDUE}))")
     term = (search or "").strip()[:MAX_SEARCH]
     if term:
         params["pattern"] = f"%{escape_like(term)}%"
@@ -120,6 +123,7 @@ def list_markets(
                 SELECT m.id, m.status, m.outcome, m.type, m.title, ka.display_name AS kol_a,
                        kb.display_name AS kol_b, m.timeframe, m.closes_at, m.cancel_reason,
                        m.needs_attention, ({_DUE}) AS due, ({_OVERDUE}) AS overdue,
+                       ({_HELD}) AS held,
                        round(m.pool_no / (m.pool_yes + m.pool_no), 4) AS price_yes,
                        b.bets, b.volume
                 FROM (SELECT * FROM markets m WHERE {condition}
@@ -149,12 +153,14 @@ def market_detail(market_id: int) -> MarketDetail:
                        m.target_rank, m.baseline, m.opens_at, m.closes_at, m.resolved_at,
                        m.cancelled_at, m.cancel_reason, m.cancel_detail, m.needs_attention,
                        m.attention_reason, m.pool_yes, m.pool_no, m.liquidity, m.created_at,
-                       m.claimed_by, m.claim_expires_at,
+                       m.claimed_by, m.claim_expires_at, m.held_at, m.held_by, m.hold_reason,
+                       m.held_for, ({_GRACE_ENDS}) AS grace_ends,
                        ka.id AS kol_a_id, ka.display_name AS kol_a, ka.wallet AS kol_a_wallet,
                        ka.x_handle AS kol_a_handle,
                        kb.id AS kol_b_id, kb.display_name AS kol_b, kb.wallet AS kol_b_wallet,
                        kb.x_handle AS kol_b_handle,
-                       e.balance AS escrow_balance, ({_DUE}) AS due, ({_OVERDUE}) AS overdue
+                       e.balance AS escrow_balance, ({_DUE}) AS due, ({_OVERDUE}) AS overdue,
+                       ({_HELD}) AS held
                 FROM markets m
                 JOIN kols ka ON ka.id = m.kol_a_id
                 LEFT JOIN kols kb ON kb.id = m.kol_b_id
@@ -211,6 +217,7 @@ def market_detail(market_id: int) -> MarketDetail:
             price_yes=(m["pool_no"] / (m["pool_yes"] + m["pool_no"])).quantize(Decimal("0.0001")),
             due=bool(m.pop("due")),
             overdue=bool(m.pop("overdue")),
+            held=bool(m.pop("held")),
             escrow_balance=m.pop("escrow_balance"),
             bets_by_side=[dict(r) for r in bets],
             positions_by_side=[dict(r) for r in positions],

@@ -96,3 +96,53 @@ def test_the_usable_snapshot_index_is_the_usable_run_rule(db: str) -> None:
         ).fetchone() or ("",)
     assert "snapshot_at IS NOT NULL" in definition and "NOT quarantined" in definition
     assert "'SUCCESS'" in definition and "'PARTIAL'" in definition
+
+
+# (closed ago, held now, earlier held time after close) -> (held, due, overdue): a hold stops
+# the grace clock; the time held after the close extends it.
+@pytest.mark.parametrize(
+    ("closed_ago", "held", "held_for", "expected"),
+    [
+        (GRACE + dt.timedelta(minutes=1), True, dt.timedelta(0), (True, False, False)),
+        (GRACE + dt.timedelta(minutes=1), False, dt.timedelta(minutes=2), (False, True, False)),
+        (GRACE + dt.timedelta(minutes=3), False, dt.timedelta(minutes=2), (False, True, True)),
+        (dt.timedelta(minutes=1), True, dt.timedelta(0), (True, False, False)),
+    ],
+)
+def test_a_hold_stops_resolution_and_the_grace_clock(
+    db: str,
+    closed_ago: dt.timedelta,
+    held: bool,
+    held_for: dt.timedelta,
+    expected: tuple[bool, bool, bool],
+) -> None:
+    with transaction() as s:
+        mid = new_market(s)
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE markets SET opens_at = now() - interval '2 days', closes_at = now() - %s,"
+            " held_at = CASE WHEN %s THEN now() END, held_for = %s WHERE id = %s",
+            (closed_ago, held, held_for, mid),
+        )
+    m = aliased(Market, name="m")
+    with read_session() as s:
+        got = s.execute(
+            select(rules.held(m), rules.due(m), rules.overdue(m, GRACE)).where(m.id == mid)
+        ).one()
+    assert tuple(got) == expected
+
+
+def test_release_adds_only_the_time_held_after_the_close(db: str) -> None:
+    with transaction() as s:
+        mid = new_market(s)
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE markets SET opens_at = now() - interval '2 days',"
+            " closes_at = now() - interval '10 minutes',"
+            " held_at = now() - interval '1 hour' WHERE id = %s",
+            (mid,),
+        )
+    m = aliased(Market, name="m")
+    with read_session() as s:
+        (stopped,) = s.execute(select(rules.held_after_close(m)).where(m.id == mid)).one()
+    assert dt.timedelta(minutes=9) < stopped < dt.timedelta(minutes=11)

@@ -98,7 +98,7 @@ def test_operator_cancels_an_overdue_market_through_the_dialog(
 
     _log_in(page, dashboard, "olga")
     expect(page.get_by_role("heading", name="Market health")).to_be_visible()
-    expect(page.get_by_text("Needs attention or overdue (1)")).to_be_visible()
+    expect(page.get_by_text("Needs attention, on hold or overdue (1)")).to_be_visible()
     _settled(page)
     _shot(page, "01-overview")
 

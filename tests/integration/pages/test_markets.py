@@ -71,7 +71,8 @@ def test_viewers_and_analysts_see_markets_but_no_action(db: str, role: str) -> N
     assert [t.value for t in at.title] == [f"Market #{s.market_id}"]
     assert action_buttons(at) == {}
     assert not [b for b in at.button if b.key and b.key.startswith("dialog.")]
-    assert "Cancel, re-settle and retry need the operator role." in [c.value for c in at.caption]
+    captions = [c.value for c in at.caption]
+    assert "Cancel, re-settle, retry and hold need the operator role." in captions
     # A forged pending action (as if a button had been clicked) opens no dialog either.
     at.session_state["markets.pending"] = {
         "action": "cancel",
@@ -146,6 +147,8 @@ def test_operator_cancels_and_refunds_through_the_dialog(db: str) -> None:
         "Re-settle YES": False,
         "Re-settle NO": False,
         "Retry resolution now": True,
+        "Put on hold": True,
+        "Release hold": False,
     }
     at.button(key="action.cancel.None").click().run()
     preview = {m.label: m.value for m in at.metric}
@@ -244,7 +247,7 @@ def test_overview_links_overdue_markets_and_charts_outcomes(db: str) -> None:
     at = login("viewer")
     assert not at.exception
     assert "Market health" in [t.value for t in at.title]
-    assert "Needs attention or overdue (1)" in [h.value for h in at.subheader]
+    assert "Needs attention, on hold or overdue (1)" in [h.value for h in at.subheader]
     [link] = [p for p in at.page_link if p.value.startswith("Market #")]
     assert link.value == f"Market #{overdue.market_id}"
     assert link.proto.query_string == f"market={overdue.market_id}"
@@ -286,3 +289,30 @@ def test_audit_log_lists_actions_newest_first_and_filters(db: str) -> None:
     assert table["user"].tolist() == ["otto"]
     assert '"status": "CANCELLED"' in table["after"][0]
     assert audit.recent(username="otto")[0]["reason"] == "bad data"
+
+
+def test_an_operator_holds_a_market_through_the_dialog_and_every_view_shows_it(db: str) -> None:
+    s = overdue_market_with_bets(db)
+    at = login("operator")
+    open_market(at, s.market_id)
+    at.button(key="action.hold.None").click().run()
+    at.text_area(key="dialog.reason").input("KOL account looks compromised").run()
+    at.button(key="dialog.confirm").click().run()
+    assert not at.exception, at.exception
+    assert any("On hold: no bets, no automatic resolution" in x.value for x in at.success)
+    assert any("On hold" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Status"] == "OPEN · ON HOLD"
+    buttons = action_buttons(at)
+    assert (buttons["Put on hold"], buttons["Release hold"]) == (False, True)
+    assert buttons["Retry resolution now"] is False and buttons["Cancel & refund"] is True
+
+    at.switch_page("pages/markets.py")
+    at.query_params.clear()
+    at.run()
+    assert at.dataframe[0].value["state"].tolist() == ["ON HOLD"]
+    at.switch_page("pages/overview.py").run()
+    assert {m.label: m.value for m in at.metric}["On hold"] == "1"
+    assert "Needs attention, on hold or overdue (1)" in [h.value for h in at.subheader]
+    assert [(r["action"], r["result"]) for r in market_audit(s.market_id)] == [
+        ("hold_market", "OK")
+    ]

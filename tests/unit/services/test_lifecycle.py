@@ -12,33 +12,46 @@ CANCEL = (MarketAction.CANCEL, None)
 RETRY = (MarketAction.RETRY, None)
 TO_YES = (MarketAction.RESETTLE, Side.YES)
 TO_NO = (MarketAction.RESETTLE, Side.NO)
+HOLD = (MarketAction.HOLD, None)
+RELEASE = (MarketAction.RELEASE, None)
 
-# (status, outcome, due) -> what an operator may do.
+# (status, outcome, due, held) -> what an operator may do.
 TABLE = [
-    (MarketStatus.OPEN, None, False, {CANCEL}),
-    (MarketStatus.OPEN, None, True, {CANCEL, RETRY}),
-    (MarketStatus.RESOLVED, Side.YES, True, {CANCEL, TO_NO}),
-    (MarketStatus.RESOLVED, Side.NO, True, {CANCEL, TO_YES}),
-    (MarketStatus.CANCELLED, None, True, {TO_YES, TO_NO}),
+    (MarketStatus.OPEN, None, False, False, {CANCEL, HOLD}),
+    (MarketStatus.OPEN, None, True, False, {CANCEL, RETRY, HOLD}),
+    # On hold: still cancellable, never retried, released once.
+    (MarketStatus.OPEN, None, False, True, {CANCEL, RELEASE}),
+    (MarketStatus.RESOLVED, Side.YES, True, False, {CANCEL, TO_NO}),
+    (MarketStatus.RESOLVED, Side.NO, True, False, {CANCEL, TO_YES}),
+    (MarketStatus.CANCELLED, None, True, False, {TO_YES, TO_NO}),
     # A final market's "due" says nothing more: the same actions as above.
-    (MarketStatus.RESOLVED, Side.YES, False, {CANCEL, TO_NO}),
-    (MarketStatus.CANCELLED, None, False, {TO_YES, TO_NO}),
+    (MarketStatus.RESOLVED, Side.YES, False, False, {CANCEL, TO_NO}),
+    (MarketStatus.CANCELLED, None, False, False, {TO_YES, TO_NO}),
 ]
+COLUMNS = ("status", "outcome", "due", "held", "expected")
 
 
-@pytest.mark.parametrize(("status", "outcome", "due", "expected"), TABLE)
+@pytest.mark.parametrize(COLUMNS, TABLE)
 def test_allowed_actions_match_the_table(
-    status: MarketStatus, outcome: Side | None, due: bool, expected: set[tuple[object, object]]
+    status: MarketStatus,
+    outcome: Side | None,
+    due: bool,
+    held: bool,
+    expected: set[tuple[object, object]],
 ) -> None:
-    assert allowed_actions(MarketState(status, outcome, due)) == expected
+    assert allowed_actions(MarketState(status, outcome, due, held)) == expected
 
 
-@pytest.mark.parametrize(("status", "outcome", "due", "expected"), TABLE)
+@pytest.mark.parametrize(COLUMNS, TABLE)
 def test_every_refusal_says_why(
-    status: MarketStatus, outcome: Side | None, due: bool, expected: set[tuple[object, object]]
+    status: MarketStatus,
+    outcome: Side | None,
+    due: bool,
+    held: bool,
+    expected: set[tuple[object, object]],
 ) -> None:
-    state = MarketState(status, outcome, due)
-    for action, side in (CANCEL, RETRY, TO_YES, TO_NO):
+    state = MarketState(status, outcome, due, held)
+    for action, side in (CANCEL, RETRY, TO_YES, TO_NO, HOLD, RELEASE):
         why = refusal(action, state, side)
         if (action, side) in expected:
             assert why is None

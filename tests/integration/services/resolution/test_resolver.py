@@ -384,7 +384,7 @@ def test_an_attempt_is_not_recorded_against_a_market_another_caller_made_final(
     pos, _ = _positive_and_negative(sources)
     m = _market(sources, "profit_streak", pos)
     close_market(db, m, 1, open_for=HOUR)
-    [due] = resolver._claim(10, "slow-pass")
+    [due] = resolver._claim(10, "slow-pass", dt.timedelta(minutes=30))
     retrying(
         lambda ses: settlement.settle(ses, m, "YES", actor="operator", reason="resolved by hand")
     )
@@ -687,7 +687,7 @@ def test_a_run_quarantined_after_the_pass_read_it_decides_nothing(
     m = _market(sources, "profit_streak", pos)
     close_market(db, m, 5, open_for=HOUR)
     run = scraper.scrape_leaderboard("daily", trigger="MANUAL")
-    [due] = resolver._claim(10, "slow-pass")
+    [due] = resolver._claim(10, "slow-pass", dt.timedelta(minutes=30))
     p = resolver._new_pass("slow-pass")
     resolver._gather_snapshots(p, [due])
     set_quarantine(principal("ana", "analyst"), run.run_id, True, "ranks shifted")

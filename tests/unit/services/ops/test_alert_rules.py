@@ -153,6 +153,11 @@ CASES = [
         ["integrity_violation"],
     ),
     (
+        "money actions waiting for a second operator",
+        Facts(now=NOW, leader_heartbeat_at=ALIVE, proposals_waiting=(4, 2)),
+        ["approvals_waiting"],
+    ),
+    (
         "a clean integrity check",
         Facts(now=NOW, leader_heartbeat_at=ALIVE, integrity=IntegrityFacts(1, "SUCCESS", 0, None)),
         [],
