@@ -44,6 +44,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "resolution_attempts": _APPEND,
     "job_runs": _WRITE,
     "scheduler_instances": _WRITE,
+    # Interventions: a proposal is decided or expires (an UPDATE), never removed.
+    "proposals": _WRITE,
     # Alerts and incidents.
     "alerts": _WRITE,
     "alert_events": _APPEND,

@@ -23,7 +23,7 @@ class Decision:
 
 def approve(principal: Principal | None, proposal_id: int, note: str | None = None) -> Decision:
     """Approve a waiting proposal of another operator and carry it out now."""
-    who = auth.require(principal, Role.OPERATOR, "approve_proposal")
+    who = auth.check(principal, Role.OPERATOR, "approve_proposal")
     decided = proposals.decide(who, proposal_id, ProposalStatus.APPROVED, note)
     why = (
         f"{decided.reason} (proposal #{decided.id} by {decided.proposed_by},"
@@ -61,6 +61,6 @@ def approve(principal: Principal | None, proposal_id: int, note: str | None = No
 
 def reject(principal: Principal | None, proposal_id: int, note: str | None = None) -> Decision:
     """Reject a waiting proposal of another operator: nothing is carried out."""
-    who = auth.require(principal, Role.OPERATOR, "reject_proposal")
+    who = auth.check(principal, Role.OPERATOR, "reject_proposal")
     proposals.decide(who, proposal_id, ProposalStatus.REJECTED, note)
     return Decision(proposal_id, ProposalStatus.REJECTED, [])

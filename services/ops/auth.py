@@ -108,6 +108,13 @@ def require(session: Session, principal: Principal | None, role: Role, action: s
     return current
 
 
+def check(principal: Principal | None, role: Role, action: str) -> Principal:
+    """`require` in a transaction of its own, for a step that checks its caller before it starts
+    (a preview, a bulk step); each change the step then makes requires again in its own."""
+    with transaction() as session:
+        return require(session, principal, role, action)
+
+
 def still_valid(principal: Principal) -> bool:
     """Whether `principal` may still use the dashboard (its account active, its session live),
     for a page part that refreshes on its own without the navigation's check."""

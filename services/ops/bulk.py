@@ -146,7 +146,7 @@ def apply(
     """Carry out a reviewed bulk preview (see the module's doc). Refused, changing nothing,
     without an operator, a reason, a market to act on, or the typed count when it is needed."""
     name = f"bulk_{previewed.action}"
-    who = auth.require(principal, Role.OPERATOR, name)
+    who = auth.check(principal, Role.OPERATOR, name)
 
     def refuse(code: ErrorCode, message: str, why: str | None = None) -> ServiceError:
         audit.record(

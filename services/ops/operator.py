@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db import rules
-from db.engine import read_session, retrying, transaction
+from db.engine import read_session, retrying
 from db.models import Market
 from services import lifecycle
 from services.errors import ErrorCode, ServiceError
@@ -162,8 +162,7 @@ class _Call:
     ) -> _Call:
         """Check the caller and the reason (refusals are audited), then read the market. The
         caller is checked again inside the action's own transaction (see `run`)."""
-        with transaction() as session:
-            who = auth.require(session, principal, Role.OPERATOR, action)
+        who = auth.check(principal, Role.OPERATOR, action)
         why = _reason(who, action, market_id, reason)
         return cls(who, action, market_id, why, _state(market_id))
 

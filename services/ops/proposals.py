@@ -24,9 +24,9 @@ from db import rules
 from db.engine import retrying
 from db.models import Proposal
 from services.errors import ErrorCode, ServiceError
-from services.ops import audit
+from services.ops import audit, auth
 from services.ops.auth import Principal
-from services.vocabulary import ProposalKind, ProposalStatus, Result
+from services.vocabulary import ProposalKind, ProposalStatus, Result, Role
 
 _WAITING = rules.proposal_waiting(Proposal)
 
@@ -70,6 +70,7 @@ def propose(
     ttl = get_settings().approval_ttl_minutes
 
     def unit(session: Session) -> Proposed:
+        auth.require(session, who, Role.OPERATOR, f"propose_{kind}")
         row = Proposal(
             kind=kind,
             reason=reason,
@@ -115,6 +116,7 @@ def decide(who: Principal, proposal_id: int, status: ProposalStatus, note: str |
     action = "approve_proposal" if status is ProposalStatus.APPROVED else "reject_proposal"
 
     def unit(session: Session) -> Decided | tuple[ErrorCode, str]:
+        auth.require(session, who, Role.OPERATOR, action)
         if not (isinstance(proposal_id, int) and not isinstance(proposal_id, bool)):
             return ErrorCode.INVALID_INPUT, f"a proposal id is a whole number, not {proposal_id!r}"
         if not 0 < proposal_id < 2**63:

@@ -218,7 +218,7 @@ def apply(
     """Carry out a reviewed preview: one transaction per market (see the module's doc). Above
     the approval thresholds (markets that change, money paid out) it is recorded as a proposal
     instead and nothing is applied."""
-    who = auth.require(principal, Role.OPERATOR, ACTION)
+    who = auth.check(principal, Role.OPERATOR, ACTION)
     why = _reason(who, previewed.run_id, reason)
     if not previewed.markets:
         _refused(who, previewed.run_id, why, "nothing to apply: no market rests on this run")
@@ -308,6 +308,8 @@ def _apply_one(who: Principal, run_id: int, item: dict[str, Any], why: str) -> M
         )
 
     def unit(session: Session) -> MarketResult:
+        # The account may have been deactivated or its session ended since the step began.
+        auth.require(session, who, Role.OPERATOR, ACTION)
         status, outcome = session.execute(
             text("SELECT status, outcome FROM markets WHERE id = :m FOR UPDATE"), {"m": market_id}
         ).one()
@@ -418,7 +420,8 @@ def _apply_one(who: Principal, run_id: int, item: dict[str, Any], why: str) -> M
         audited(None, exc.result, exc.message)
         return MarketResult(market_id, verdict.value, exc.result, exc.message)
     except ServiceError as exc:
-        audited(None, Result.REFUSED, f"{exc.code.value}: {exc.message}")
+        if exc.code not in auth.CALLER_REFUSED:  # `require` has audited its own refusal
+            audited(None, Result.REFUSED, f"{exc.code.value}: {exc.message}")
         return MarketResult(market_id, verdict.value, Result.REFUSED, exc.message)
     except Exception as exc:
         audited(None, Result.FAILED, f"{type(exc).__name__}: {exc}")
