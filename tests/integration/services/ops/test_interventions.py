@@ -23,6 +23,7 @@ from services.resolution import resolver
 from services.views import markets as market_views
 from services.views import proposals as proposal_views
 from services.vocabulary import ProposalStatus, Result, TradeAction
+from tests.support import accounts
 from tests.support.alerts import alerts
 from tests.support.factories import close_market
 from tests.support.pages import (
@@ -36,6 +37,14 @@ from tests.support.pages import (
 
 OLGA = Principal("olga", "operator")
 OTTO = Principal("otto", "operator")
+
+
+@pytest.fixture(autouse=True)
+def _accounts(db: str) -> None:
+    """The services check every caller against its account: these principals' accounts exist."""
+    accounts.ensure(OLGA, OTTO)
+
+
 D = Decimal
 
 
@@ -181,7 +190,7 @@ def test_big_money_waits_for_a_second_operator(db: str, thresholds: None) -> Non
         approvals.approve(OLGA, waiting["id"])
     assert err.value.code is ErrorCode.PERMISSION_DENIED
     with pytest.raises(ServiceError) as err:
-        approvals.approve(Principal("vic", "viewer"), waiting["id"])
+        approvals.approve(accounts.principal("vic", "viewer"), waiting["id"])
     assert err.value.code is ErrorCode.PERMISSION_DENIED
     assert (balances(s.users), market_row(s.market_id)) == before
 
@@ -192,7 +201,7 @@ def test_big_money_waits_for_a_second_operator(db: str, thresholds: None) -> Non
     assert check_integrity().ok
     # Deciding it again changes nothing.
     with pytest.raises(ServiceError) as err:
-        approvals.approve(Principal("oz", "operator"), waiting["id"])
+        approvals.approve(accounts.principal("oz", "operator"), waiting["id"])
     assert err.value.code is ErrorCode.STATE_CHANGED
     assert settlement_count(s.market_id) == {"REFUND": 1}
     assert proposal_views.waiting() == []
@@ -220,7 +229,7 @@ def test_an_expired_or_rejected_proposal_is_never_carried_out(db: str, threshold
         assert err.value.code is code
     approvals.reject(OTTO, second, "not convinced")
     with pytest.raises(ServiceError):
-        approvals.approve(Principal("oz", "operator"), second)
+        approvals.approve(accounts.principal("oz", "operator"), second)
     assert market_row(s.market_id)["status"] == "OPEN"
     assert {p["id"]: p["status"] for p in proposal_views.recent()} == {
         first: ProposalStatus.EXPIRED,

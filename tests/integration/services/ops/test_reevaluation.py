@@ -16,12 +16,19 @@ from services.money.integrity import check_integrity
 from services.ops import audit, operator, quarantine, reevaluation
 from services.ops.auth import Principal
 from services.vocabulary import Result, TradeAction, Verdict
+from tests.support import accounts
 from tests.support.interventions import plant
 from tests.support.pages import balances, market_row, open_market_now
 from tests.support.scrape_data import NOW, board, scrape_run
 
 ANALYST = Principal("ana", "analyst")
 OPERATOR = Principal("olga", "operator")
+
+
+@pytest.fixture(autouse=True)
+def _accounts(db: str) -> None:
+    """The services check every caller against its account: these principals' accounts exist."""
+    accounts.ensure(ANALYST, OPERATOR)
 
 
 def _paid_out_total() -> Decimal:
@@ -118,7 +125,10 @@ def test_a_market_changed_since_the_preview_is_not_touched(db: str) -> None:
     flip = next(m for m in previewed.markets if m.verdict is Verdict.FLIPS)
     # Another operator cancels one of the flips in the meantime.
     operator.cancel_and_refund(
-        Principal("otto", "operator"), flip.market_id, "other op", expected_status="RESOLVED"
+        accounts.principal("otto", "operator"),
+        flip.market_id,
+        "other op",
+        expected_status="RESOLVED",
     )
     state = market_row(flip.market_id), balances(planted.users[flip.market_id])
     applied = reevaluation.apply(OPERATOR, previewed, "apply")
