@@ -306,11 +306,11 @@ def test_an_operator_holds_a_market_through_the_dialog_and_every_view_shows_it(d
     assert (buttons["Put on hold"], buttons["Release hold"]) == (False, True)
     assert buttons["Retry resolution now"] is False and buttons["Cancel & refund"] is True
 
-    at.switch_page("pages/markets.py")
+    at.switch_page(page_file("markets"))
     at.query_params.clear()
     at.run()
     assert at.dataframe[0].value["state"].tolist() == ["ON HOLD"]
-    at.switch_page("pages/overview.py").run()
+    at.switch_page(page_file("overview")).run()
     assert {m.label: m.value for m in at.metric}["On hold"] == "1"
     assert "Needs attention, on hold or overdue (1)" in [h.value for h in at.subheader]
     assert [(r["action"], r["result"]) for r in market_audit(s.market_id)] == [
