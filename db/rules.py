@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, between, func, literal, not_
+from sqlalchemy import ColumnElement, and_, between, func, literal, not_, or_
 from sqlalchemy.dialects import postgresql
 
 from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin
@@ -50,6 +50,21 @@ def overdue(market: Any, grace: Interval) -> ColumnElement[bool]:
         market.status == MarketStatus.OPEN.value,
         market.closes_at <= func.now() - _sql_value(grace),
     )
+
+
+def resettle_window_open(market: Any, window: Interval) -> ColumnElement[bool]:
+    """A RESOLVED or CANCELLED market that became final less than `window` ago
+    (RESETTLE_WINDOW_DAYS): it may still be re-settled or re-evaluated, so its evidence stays."""
+    return and_(
+        market.status.in_([MarketStatus.RESOLVED.value, MarketStatus.CANCELLED.value]),
+        func.greatest(market.resolved_at, market.cancelled_at) > func.now() - _sql_value(window),
+    )
+
+
+def keeps_evidence(market: Any, window: Interval) -> ColumnElement[bool]:
+    """A market whose evidence retention never removes: open, or final within its re-settle
+    window."""
+    return or_(market.status == MarketStatus.OPEN.value, resettle_window_open(market, window))
 
 
 def follower_count_usable(

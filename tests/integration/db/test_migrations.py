@@ -9,7 +9,7 @@ from sqlalchemy import create_engine
 
 from db.engine import sqlalchemy_url
 from db.migrate import downgrade, upgrade
-from db.models import Base
+from db.models import Base, include_in_autogenerate
 from tests.conftest import _with_database
 
 
@@ -35,7 +35,9 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     engine = create_engine(sqlalchemy_url(database_url))
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_object": include_in_autogenerate}
+            )
             diff = compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()
@@ -54,6 +56,7 @@ def test_fillfactor_and_partial_indexes_are_in_place(database_url: str) -> None:
         ).fetchall()
     assert options == {"bets": ["fillfactor=90"], "positions": ["fillfactor=90"]}
     assert sorted(p for (p,) in partial) == [
+        "ix_alert_deliveries_finished_at",
         "ix_alert_deliveries_pending",
         "ix_scrape_runs_usable_snapshot",
         "uq_accounts_system_kind",
