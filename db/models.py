@@ -253,7 +253,7 @@ class FollowerHistory(Base):
         {"postgresql_partition_by": "RANGE (fetched_at)"},
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     handle: Mapped[str] = mapped_column(String(32))
     followers: Mapped[int] = mapped_column(BigInteger)
     fetched_at: Mapped[dt.datetime] = mapped_column(primary_key=True)
