@@ -407,7 +407,7 @@ def build_sql(n: dict[str, int], artifacts: Path) -> list[tuple[str, str]]:
         (
             "scheduler",
             """INSERT INTO scheduler_instances (id, host, pid, is_leader)
-            VALUES ('bench:1:a', 'bench', 1, true)""",
+            VALUES ('bench-1-a', 'bench', 1, true)""",
         ),
         (
             "audit log",

@@ -57,8 +57,22 @@ def resettle_window_open(market: Any, window: Interval) -> ColumnElement[bool]:
     (RESETTLE_WINDOW_DAYS): it may still be re-settled or re-evaluated, so its evidence stays."""
     return and_(
         market.status.in_([MarketStatus.RESOLVED.value, MarketStatus.CANCELLED.value]),
-        func.greatest(market.resolved_at, market.cancelled_at) > func.now() - _sql_value(window),
+        _final_at(market) > func.now() - _sql_value(window),
     )
+
+
+def resettle_closed(market: Any, window: Interval) -> ColumnElement[bool]:
+    """A RESOLVED or CANCELLED market final for `window` or longer: no longer re-settled."""
+    return and_(
+        market.status.in_([MarketStatus.RESOLVED.value, MarketStatus.CANCELLED.value]),
+        _final_at(market) <= func.now() - _sql_value(window),
+    )
+
+
+def _final_at(market: Any) -> ColumnElement[dt.datetime]:
+    # When it last became final; a final market without the time counts as final just now, so
+    # it keeps its evidence and its re-settle rather than losing both.
+    return func.coalesce(func.greatest(market.resolved_at, market.cancelled_at), func.now())
 
 
 def keeps_evidence(market: Any, window: Interval) -> ColumnElement[bool]:

@@ -17,11 +17,16 @@ class MarketState:
     outcome: Side | None = None
     # Past its close (only an OPEN market's resolution can be retried, once due).
     due: bool = False
+    # Final for longer than the re-settle window (`db.rules.resettle_closed`): retention may
+    # have removed its evidence, so it can no longer be re-settled.
+    resettle_closed: bool = False
 
     @classmethod
-    def of(cls, status: str, outcome: str | None, due: bool = False) -> MarketState:
+    def of(
+        cls, status: str, outcome: str | None, due: bool = False, resettle_closed: bool = False
+    ) -> MarketState:
         """A market's state from its stored columns."""
-        return cls(MarketStatus(status), Side(outcome) if outcome else None, due)
+        return cls(MarketStatus(status), Side(outcome) if outcome else None, due, resettle_closed)
 
 
 def refusal(action: MarketAction, state: MarketState, side: Side | None = None) -> str | None:
@@ -37,6 +42,8 @@ def refusal(action: MarketAction, state: MarketState, side: Side | None = None) 
                 return "Re-settle needs an outcome, YES or NO."
             if state.status is MarketStatus.OPEN:
                 return "Open markets are settled by the resolver."
+            if state.resettle_closed:
+                return "Final for longer than the re-settle window: its evidence may be gone."
             if state.status is MarketStatus.RESOLVED and state.outcome is side:
                 return f"Already resolved {side}."
             return None

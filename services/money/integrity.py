@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 from db.engine import read_session, transaction
 from services.vocabulary import BetStatus, MarketStatus, Side
 
-
 # The scheduler's jobs that run them (the periodic check, the nightly full audit); a failure of
 # either is an integrity alert.
 INTEGRITY_JOBS = ("integrity", "integrity_full")

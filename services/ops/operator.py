@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import literal_column, text
 from sqlalchemy.orm import Session
 
+from config import get_settings
 from db import rules
 from db.engine import read_session, retrying
 from db.models import Market
@@ -79,6 +80,9 @@ class Preview:
 
 
 _DUE = rules.sql(rules.due(Market.__table__.c))
+_RESETTLE_CLOSED = rules.sql(
+    rules.resettle_closed(Market.__table__.c, literal_column("make_interval(days => :window)"))
+)
 
 
 def _state(market_id: int) -> dict[str, Any]:
@@ -86,10 +90,10 @@ def _state(market_id: int) -> dict[str, Any]:
         row = (
             s.execute(
                 text(
-                    f"SELECT status, outcome, cancel_reason, {_DUE} AS due"
-                    " FROM markets WHERE id = :m"
+                    f"SELECT status, outcome, cancel_reason, {_DUE} AS due,"
+                    f" {_RESETTLE_CLOSED} AS resettle_closed FROM markets WHERE id = :m"
                 ),
-                {"m": market_id},
+                {"m": market_id, "window": get_settings().resettle_window_days},
             )
             .mappings()
             .one_or_none()
@@ -332,7 +336,12 @@ def retry_resolution(principal: Principal | None, market_id: int, reason: str) -
     call = _Call.start(principal, "retry_resolution", market_id, reason)
     if call.before["status"] != MarketStatus.OPEN:
         return call.already()
-    before = MarketState.of(call.before["status"], call.before["outcome"], call.before["due"])
+    before = MarketState.of(
+        call.before["status"],
+        call.before["outcome"],
+        call.before["due"],
+        call.before["resettle_closed"],
+    )
     if lifecycle.refusal(MarketAction.RETRY, before) is not None:
         call.refused("market has not closed yet")
         raise ServiceError(
@@ -383,7 +392,7 @@ def preview(market_id: int, action: str, outcome: str | None = None) -> Preview:
     side = Side(outcome) if what is MarketAction.RESETTLE and outcome else None
     state = _state(market_id)
     status = state["status"]
-    now = MarketState.of(state["status"], state["outcome"], state["due"])
+    now = MarketState.of(state["status"], state["outcome"], state["due"], state["resettle_closed"])
     why = lifecycle.refusal(what, now, side)
     if why is not None:
         return Preview(what, market_id, status, False, why)
