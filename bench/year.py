@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -474,6 +475,11 @@ def build(url: str, n: dict[str, int], artifacts: Path) -> list[tuple[str, str]]
     return rows
 
 
+def progress(*what: object) -> None:
+    """A line on stderr as each step ends: a long build can be followed."""
+    print(time.strftime("%H:%M:%S"), *what, file=sys.stderr, flush=True)
+
+
 def _psycopg(sql: str) -> str:
     """`:name` placeholders as psycopg's `%(name)s` (and a literal % doubled)."""
     return re.sub(r"(?<!:):([a-z_]+)", r"%(\1)s", sql.replace("%", "%%"))
@@ -538,6 +544,7 @@ def main() -> None:
     _common.start_database("year_empty")
     empty_sweep_s, empty_store_s = sweep_and_store()
 
+    progress("empty database: sweep", f"{empty_sweep_s:.2f}s", "store", f"{empty_store_s:.3f}s")
     url = _common.start_database("year")
     get_settings.cache_clear()
     started = time.perf_counter()
@@ -549,6 +556,7 @@ def main() -> None:
     for (page, cache), seconds in dashboard.render_times(list(PAGES)).items():
         if cache == "cold":
             figures[f"page_{page}_s"] = seconds
+    progress("pages", {k: round(v, 3) for k, v in figures.items()})
     figures["integrity_periodic_s"] = timed(check_recent)
     started = time.perf_counter()
     full = check_integrity()
@@ -556,17 +564,20 @@ def main() -> None:
     if not full.ok:
         raise SystemExit(f"the year's ledger is not clean: {full.violations[:5]}")
 
+    progress("integrity", figures["integrity_periodic_s"], figures["integrity_full_s"])
     year_sweep_s, year_store_s = sweep_and_store()
     figures["sweep_empty_s"], figures["sweep_year_s"] = empty_sweep_s, year_sweep_s
     figures["sweep_ratio"] = year_sweep_s / empty_sweep_s
     figures["store_empty_s"], figures["store_year_s"] = empty_store_s, year_store_s
     figures["store_ratio"] = year_store_s / empty_store_s
 
+    progress("year: sweep", f"{year_sweep_s:.2f}s", "store", f"{year_store_s:.3f}s")
     figures["db_bytes_before_retention"] = retention.database_bytes()
     figures["artifact_bytes_before_retention"] = artifacts_before
     started = time.perf_counter()
     report = retention.run()
     figures["retention_s"] = time.perf_counter() - started
+    progress("retention", f"{figures['retention_s']:.1f}s", report.removed)
     with psycopg.connect(url, autocommit=True) as conn:
         started = time.perf_counter()
         conn.execute(
