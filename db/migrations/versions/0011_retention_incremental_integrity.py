@@ -80,9 +80,11 @@ BEGIN
     SELECT c.relname AS name
     FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
     WHERE i.inhparent = 'follower_history'::regclass
-      AND c.relname ~ '^follower_history_[0-9]{6}$'
-      AND (to_date(substr(c.relname, 18), 'YYYYMM') + interval '1 month') AT TIME ZONE 'UTC'
-          <= before
+      -- (CASE: the month is read only from a name that has one, whatever the order of tests)
+      AND CASE WHEN c.relname ~ '^follower_history_[0-9]{6}$'
+               THEN (to_date(substr(c.relname, 18), 'YYYYMM') + interval '1 month')
+                    AT TIME ZONE 'UTC' <= before
+               ELSE false END
     ORDER BY c.relname
   LOOP
     EXECUTE format('DROP TABLE %I', p.name);
@@ -149,9 +151,9 @@ def upgrade() -> None:
         SELECT id, handle, followers, fetched_at FROM follower_history_unpartitioned;
         -- The months the existing rows need (up to two years back) and the next two.
         SELECT follower_history_add_partitions(
-          coalesce(least(24, (SELECT (extract(year FROM age(now(), min(fetched_at))) * 12
-                                      + extract(month FROM age(now(), min(fetched_at))))::int + 1
-                              FROM follower_history_unpartitioned)), 0),
+          coalesce((SELECT least(24, (extract(year FROM age(now(), min(fetched_at))) * 12
+                                      + extract(month FROM age(now(), min(fetched_at))))::int + 1)
+                    FROM follower_history_unpartitioned HAVING count(*) > 0), 0),
           2);
         DROP TABLE follower_history_unpartitioned;
         """
