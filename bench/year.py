@@ -48,6 +48,7 @@ import psycopg
 import resolve
 
 from config import get_settings
+from db.engine import dispose_engine
 from services.money.integrity import check_integrity, check_recent
 from services.ops import retention
 from services.resolution import resolver
@@ -73,6 +74,7 @@ PAGE_GOAL_S = 1.5
 PERIODIC_GOAL_S = 2.0
 RATIO_GOAL = 1.3
 SWEEP_MARKETS = 1000
+ROUNDS = 3
 STORE_ROWS = 1000
 
 
@@ -500,26 +502,50 @@ def make_artifacts(url: str, root: Path) -> int:
     return retention.artifact_bytes(root)
 
 
-def sweep_and_store() -> tuple[float, float]:
-    """Seconds for a sweep over SWEEP_MARKETS due markets, and the median store of a
-    STORE_ROWS-row scrape, on the current database."""
+def use(url: str) -> None:
+    """Point the services at database `url`."""
+    os.environ["DATABASE_URL"] = url
+    get_settings.cache_clear()
+    dispose_engine()
+
+
+def sweep_once() -> float:
+    """Seconds for a sweep over SWEEP_MARKETS due markets built on the current database."""
     with resolve.standins():
         resolve.build(SWEEP_MARKETS)
         started = time.perf_counter()
         report = resolver.sweep(trigger="bench")
-        sweep_s = time.perf_counter() - started
+        took = time.perf_counter() - started
     if report.counts().get("claimed") != SWEEP_MARKETS:
         raise SystemExit(f"the sweep did not take the {SWEEP_MARKETS} markets: {report.counts()}")
-    stores = []
+    return took
+
+
+def store_once(site: KolscanStandin) -> float:
+    """The store (one transaction) of a STORE_ROWS-row scrape into the current database."""
+    result = scrape_leaderboard(
+        Timeframe.DAILY, base_url=site.base_url, trigger=ScrapeTrigger.MANUAL
+    )
+    if result.status is not ScrapeStatus.SUCCESS or result.rows_stored != STORE_ROWS:
+        raise SystemExit(f"the scrape did not store {STORE_ROWS} rows: {result}")
+    return result.store_s
+
+
+def against_empty(empty: str, year: str) -> dict[str, float]:
+    """Sweeps and stores alternating between the empty database and the year's, so both see
+    the same machine (others share it); medians of ROUNDS each."""
+    samples: dict[str, list[float]] = {}
     with KolscanStandin(variant="big", big_rows=STORE_ROWS, bucket=1) as site:
-        for _ in range(3):
-            result = scrape_leaderboard(
-                Timeframe.DAILY, base_url=site.base_url, trigger=ScrapeTrigger.MANUAL
-            )
-            if result.status is not ScrapeStatus.SUCCESS or result.rows_stored != STORE_ROWS:
-                raise SystemExit(f"the scrape did not store {STORE_ROWS} rows: {result}")
-            stores.append(result.store_s)
-    return sweep_s, statistics.median(stores)
+        for db in (empty, year):  # the first store of a run creates the KOLs: not timed
+            use(db)
+            store_once(site)
+        for _ in range(ROUNDS):
+            for name, db in (("empty", empty), ("year", year)):
+                use(db)
+                samples.setdefault(f"sweep_{name}_s", []).append(sweep_once())
+                samples.setdefault(f"store_{name}_s", []).append(store_once(site))
+                progress(name, {k: round(v[-1], 3) for k, v in samples.items()})
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def timed(fn: object) -> float:
@@ -540,13 +566,9 @@ def main() -> None:
     ]
     figures: dict[str, float] = {}
 
-    # The same sweep and store on an empty database first: the figures the year's are held to.
-    _common.start_database("year_empty")
-    empty_sweep_s, empty_store_s = sweep_and_store()
-
-    progress("empty database: sweep", f"{empty_sweep_s:.2f}s", "store", f"{empty_store_s:.3f}s")
+    # An empty database: the sweep and store figures the year's are held to.
+    empty = _common.start_database("year_empty")
     url = _common.start_database("year")
-    get_settings.cache_clear()
     started = time.perf_counter()
     rows += build(url, n, artifacts)
     artifacts_before = make_artifacts(url, artifacts)
@@ -565,13 +587,10 @@ def main() -> None:
         raise SystemExit(f"the year's ledger is not clean: {full.violations[:5]}")
 
     progress("integrity", figures["integrity_periodic_s"], figures["integrity_full_s"])
-    year_sweep_s, year_store_s = sweep_and_store()
-    figures["sweep_empty_s"], figures["sweep_year_s"] = empty_sweep_s, year_sweep_s
-    figures["sweep_ratio"] = year_sweep_s / empty_sweep_s
-    figures["store_empty_s"], figures["store_year_s"] = empty_store_s, year_store_s
-    figures["store_ratio"] = year_store_s / empty_store_s
-
-    progress("year: sweep", f"{year_sweep_s:.2f}s", "store", f"{year_store_s:.3f}s")
+    figures.update(against_empty(empty, url))
+    use(url)
+    figures["sweep_ratio"] = figures["sweep_year_s"] / figures["sweep_empty_s"]
+    figures["store_ratio"] = figures["store_year_s"] / figures["store_empty_s"]
     figures["db_bytes_before_retention"] = retention.database_bytes()
     figures["artifact_bytes_before_retention"] = artifacts_before
     started = time.perf_counter()
