@@ -47,9 +47,9 @@ BETS_PER_MARKET = 20
 LIQUIDITY = Decimal(1000)
 
 _USERS = """
-WITH u AS (INSERT INTO users (username) SELECT 'bench' || g FROM generate_series(1, :n) g
+WITH u AS (INSERT INTO users (username) SELECT :tag || '-' || g FROM generate_series(1, :n) g
            RETURNING id)
-INSERT INTO accounts (kind, user_id) SELECT 'USER', id FROM u
+INSERT INTO accounts (kind, user_id) SELECT 'USER', id FROM u RETURNING user_id
 """
 _LIQUIDITY_TX = """
 INSERT INTO ledger_transactions (idempotency_key, kind, market_id, actor)
@@ -72,7 +72,7 @@ SELECT m.id, u.first + (m.id * :per + j) % :users,
        CASE WHEN j % 2 = 0 THEN 'YES' ELSE 'NO' END, 'BUY', p.paid, p.fee,
        trunc((p.paid - p.fee) * 1.5, 6), 0.5, 0.5
 FROM markets m CROSS JOIN generate_series(1, :per) j
-CROSS JOIN (SELECT min(id) AS first FROM users WHERE username LIKE 'bench%') u
+CROSS JOIN (SELECT CAST(:first_user AS bigint) AS first) u
 CROSS JOIN LATERAL (SELECT CAST(1 + (m.id + j * 7) % 50 AS numeric) AS paid) q
 CROSS JOIN LATERAL (SELECT q.paid, round(q.paid * 0.02, 6) AS fee) p
 WHERE m.id > :after
@@ -100,7 +100,7 @@ WHERE t.kind = 'BET' AND t.market_id > :after
 _DEPOSITS = """
 INSERT INTO ledger_entries (transaction_id, account_id, amount)
 SELECT :tx, a.id, coalesce(s.spent, 0) + 100 FROM accounts a
-JOIN users u ON u.id = a.user_id AND u.username LIKE 'bench%'
+JOIN users u ON u.id = a.user_id AND u.id >= :first_user
 LEFT JOIN (SELECT user_id, sum(amount) AS spent FROM bets WHERE market_id > :after
            GROUP BY user_id) s ON s.user_id = a.user_id
 UNION ALL
@@ -129,7 +129,7 @@ WHERE u.id = c.user_id
 """
 
 
-def _definitions(n: int, now: dt.datetime) -> list[dict[str, Any]]:
+def _definitions(n: int, now: dt.datetime, tag: str) -> list[dict[str, Any]]:
     """`n` valid market rows cycling through the twelve types over the scraped KOLs."""
     rows: list[dict[str, Any]] = []
     snapshots = {}
@@ -179,7 +179,7 @@ def _definitions(n: int, now: dt.datetime) -> list[dict[str, Any]]:
             {
                 "type": type_,
                 "title": f"bench {type_} {i}",
-                "question_key": f"bench:{i}",
+                "question_key": f"{tag}:{i}",
                 "kol_a_id": a.kol_id,
                 "kol_b_id": b.kol_id if two else None,
                 "timeframe": tf,
@@ -196,14 +196,15 @@ def _definitions(n: int, now: dt.datetime) -> list[dict[str, Any]]:
     return rows
 
 
-def build(n: int) -> range:
-    """`n` due markets with their bets, on top of whatever the database holds; their ids."""
+def build(n: int, tag: str = "bench") -> range:
+    """`n` due markets with their bets, on top of whatever the database holds (`tag` names its
+    users and keys, different for each build into one database); their ids."""
     now = dt.datetime.now(dt.UTC)
-    rows = _definitions(n, now)
+    rows = _definitions(n, now, tag)
     with transaction() as s:
         after = s.execute(text("SELECT coalesce(max(id), 0) FROM markets")).scalar_one()
-        scope = {"after": after}
-        s.execute(text(_USERS), {"n": USERS})
+        first_user = min(s.scalars(text(_USERS), {"n": USERS, "tag": tag}))
+        scope = {"after": after, "first_user": first_user}
         s.execute(insert(Market), rows)
         s.execute(
             text(
@@ -222,13 +223,13 @@ def build(n: int) -> range:
         capital_tx = ledger.post(
             s,
             ledger.posting(
-                key="bench:house", kind=LedgerKind.DEPOSIT, postings=capital, actor="bench"
+                key=f"{tag}:house", kind=LedgerKind.DEPOSIT, postings=capital, actor="bench"
             ),
         )
         s.execute(text(_LIQUIDITY_TX), scope)
         s.execute(text(_LIQUIDITY_ENTRIES), {"house": house, **scope})
         s.execute(text(_BETS), {"per": BETS_PER_MARKET, "users": USERS, **scope})
-        deposits = ledger.begin(s, key="bench:deposits", kind=LedgerKind.DEPOSIT, actor="bench")
+        deposits = ledger.begin(s, key=f"{tag}:deposits", kind=LedgerKind.DEPOSIT, actor="bench")
         s.execute(text(_DEPOSITS), {"tx": deposits, "external": external, "users": USERS, **scope})
         for sql in (_POSITIONS, _BET_TX):
             s.execute(text(sql), scope)

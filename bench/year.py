@@ -218,8 +218,7 @@ def build_sql(n: dict[str, int], artifacts: Path) -> list[tuple[str, str]]:
                         THEN 'REFUNDED' WHEN m.outcome = b.side THEN 'WON' ELSE 'LOST' END,
                    CASE WHEN m.status = 'RESOLVED' THEN
                         CASE WHEN m.outcome = b.side THEN p.paid - p.fee ELSE 0 END END,
-                   least(now(), m.opens_at
-                         + (i % 997) / 997.0 * (m.closes_at - m.opens_at))
+                   m.opens_at + (i % 997) / 997.0 * (least(now(), m.closes_at) - m.opens_at)
             FROM generate_series(1::bigint, {bets}) i
             CROSS JOIN (SELECT min(id) AS first FROM users) u
             CROSS JOIN LATERAL (SELECT CASE WHEN (i / 7) % 2 = 0 THEN 'YES' ELSE 'NO' END
@@ -466,6 +465,7 @@ def build(url: str, n: dict[str, int], artifacts: Path) -> list[tuple[str, str]]
             rows.append(
                 (f"build {name}", f"{count:>11} rows {time.perf_counter() - started:7.1f}s")
             )
+            progress(*rows[-1])
         for table in ("kols", "scrape_runs", "markets", "bets"):
             conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
@@ -509,10 +509,10 @@ def use(url: str) -> None:
     dispose_engine()
 
 
-def sweep_once() -> float:
+def sweep_once(tag: str) -> float:
     """Seconds for a sweep over SWEEP_MARKETS due markets built on the current database."""
     with resolve.standins():
-        resolve.build(SWEEP_MARKETS)
+        resolve.build(SWEEP_MARKETS, tag)
         started = time.perf_counter()
         report = resolver.sweep(trigger="bench")
         took = time.perf_counter() - started
@@ -539,10 +539,10 @@ def against_empty(empty: str, year: str) -> dict[str, float]:
         for db in (empty, year):  # the first store of a run creates the KOLs: not timed
             use(db)
             store_once(site)
-        for _ in range(ROUNDS):
+        for round_ in range(ROUNDS):
             for name, db in (("empty", empty), ("year", year)):
                 use(db)
-                samples.setdefault(f"sweep_{name}_s", []).append(sweep_once())
+                samples.setdefault(f"sweep_{name}_s", []).append(sweep_once(f"round{round_}"))
                 samples.setdefault(f"store_{name}_s", []).append(store_once(site))
                 progress(name, {k: round(v[-1], 3) for k, v in samples.items()})
     return {key: statistics.median(values) for key, values in samples.items()}
