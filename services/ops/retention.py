@@ -215,21 +215,28 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
         assert thin_to is not None
         thin_from = max(_last_thinned_through(session) or cutoff, cutoff)
         thin_from = thin_from.replace(minute=0, second=0, microsecond=0)
-        thinned = session.execute(
-            text(
-                f"""WITH {_KEPT},
-                ranked AS (
-                    SELECT id, fetched_at, row_number() OVER (
-                        PARTITION BY handle, date_trunc('hour', fetched_at)
-                        ORDER BY fetched_at, id) AS n
-                    FROM follower_history
-                    WHERE fetched_at >= :lo AND fetched_at < :hi)
-                DELETE FROM follower_history h USING ranked x
-                WHERE h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
-                  AND NOT {_PROTECTED_READING}"""
-            ),
-            {**params, "lo": thin_from, "hi": thin_to},
-        ).rowcount
+    thinned = 0
+    # A day per transaction: the first run on a long history stays a series of short ones.
+    day = thin_from
+    while day < thin_to:
+        end = min(day + dt.timedelta(days=1), thin_to)
+        with transaction() as session:
+            thinned += session.execute(
+                text(
+                    f"""WITH {_KEPT},
+                    ranked AS (
+                        SELECT id, fetched_at, row_number() OVER (
+                            PARTITION BY handle, date_trunc('hour', fetched_at)
+                            ORDER BY fetched_at, id) AS n
+                        FROM follower_history
+                        WHERE fetched_at >= :lo AND fetched_at < :hi)
+                    DELETE FROM follower_history h USING ranked x
+                    WHERE h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
+                      AND NOT {_PROTECTED_READING}"""
+                ),
+                {**params, "lo": day, "hi": end},
+            ).rowcount
+        day = end
     return thin_to, {
         "follower_partitions_dropped": dropped,
         "follower_rows_removed": old,
