@@ -37,7 +37,13 @@ from config import get_settings
 from db import rules
 from db.engine import read_session, transaction
 from db.models import Market, ScrapeRun
-from services.ops.retention_policy import JOB, Policy, artifact_bytes, artifact_files
+from services.ops.retention_policy import (
+    JOB,
+    Policy,
+    artifact_bytes,
+    artifact_files,
+    trim_artifacts,
+)
 from services.vocabulary import JobStatus, ScrapeStatus
 
 log = logging.getLogger("kolops.retention")
@@ -279,20 +285,12 @@ def _artifacts(p: Policy, of_removed_runs: list[str]) -> tuple[int, int]:
         if path.is_relative_to(root) and path.is_file() and not Path(raw).is_symlink():
             remove(path, path.stat().st_size)
     horizon = dt.datetime.now(dt.UTC).timestamp() - p.artifact_days * 86400
-    kept: list[tuple[float, int, Path]] = []
     for path in artifact_files(root):
         st = path.stat()
         if st.st_mtime < horizon:
             remove(path, st.st_size)
-        else:
-            kept.append((st.st_mtime, st.st_size, path))
-    total = sum(size for _, size, _ in kept)
-    for _, size, path in sorted(kept):
-        if total <= p.artifact_budget_bytes:
-            break
-        remove(path, size)
-        total -= size
-    return files, removed_bytes
+    over_files, over_bytes = trim_artifacts(root, p.artifact_budget_bytes)
+    return files + over_files, removed_bytes + over_bytes
 
 
 # -- disk, for the dashboard -----------------------------------------------------------------------

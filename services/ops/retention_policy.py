@@ -80,3 +80,23 @@ def artifact_files(root: Path) -> Iterator[Path]:
 
 def artifact_bytes(root: Path) -> int:
     return sum(path.stat().st_size for path in artifact_files(root))
+
+
+def trim_artifacts(root: Path, budget_bytes: int) -> tuple[int, int]:
+    """Remove the oldest artifacts until the folder holds at most `budget_bytes`; returns the
+    (files, bytes) removed. Retention calls it daily, the scraper after keeping a failed page, so
+    a storm of failures between two retention runs cannot fill the disk."""
+    kept = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in artifact_files(root))
+    total = sum(size for _, size, _ in kept)
+    files = freed = 0
+    for _, size, path in kept:
+        if total <= budget_bytes:
+            break
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        total -= size
+        files += 1
+        freed += size
+    return files, freed
