@@ -57,14 +57,11 @@ else:
             f" before, {size(counts.get('db_bytes_after', 0))} after;"
             f" artifacts {size(counts.get('artifact_bytes_after', 0))} after."
         )
-        removed = {
-            k: v
-            for k, v in counts.items()
-            if k not in ("db_bytes_before", "db_bytes_after", "artifact_bytes_after")
-            and not k.startswith("follower_thinned")
-        }
         st.dataframe(
-            [{"removed": k, "count": v} for k, v in removed.items()],
+            [
+                {"removed": label, "count": size(n) if key == "artifact_bytes" else f"{n:,}"}
+                for key, label, n in last.removed
+            ],
             hide_index=True,
             width="stretch",
         )
@@ -72,20 +69,17 @@ else:
         st.error(f"Last retention run {when}: {last.status}.")
         if last.error:
             st.code(last.error, language=None)
-left, right = st.columns(2)
-with left:
-    st.caption("The policy (RETENTION_* and RESETTLE_WINDOW_DAYS settings)")
-    st.dataframe(store.policy, hide_index=True, width="stretch")
-with right:
-    st.caption("Largest tables")
-    st.dataframe(
-        [
-            {"table": t["table"], "rows (estimate)": t["rows_estimate"], "size": size(t["bytes"])}
-            for t in store.tables
-        ],
-        hide_index=True,
-        width="stretch",
-    )
+st.caption("The policy (the RETENTION_* and RESETTLE_WINDOW_DAYS settings)")
+st.dataframe(store.policy, hide_index=True, width="stretch")
+st.caption("Largest tables")
+st.dataframe(
+    [
+        {"table": t["table"], "rows (estimate)": t["rows_estimate"], "size": size(t["bytes"])}
+        for t in store.tables
+    ],
+    hide_index=True,
+    width="stretch",
+)
 
 st.subheader("Recent runs")
 job = st.selectbox("Job", ["(all)", *(j["job"] for j in table)], key="jobs_filter")

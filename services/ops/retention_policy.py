@@ -13,6 +13,20 @@ from config import Settings
 JOB = "retention"
 MB = 1024 * 1024
 
+# What a retention run counts as removed (its job run's counts), in the order people read it.
+REMOVED = {
+    "scrape_runs": "Scrape runs",
+    "scraped_kols": "Scraped rows",
+    "scrape_rejects": "Rejected rows",
+    "follower_rows_thinned": "Follower readings thinned",
+    "follower_rows_removed": "Follower readings removed",
+    "follower_partitions_dropped": "Follower history months dropped",
+    "job_runs": "Job runs",
+    "alert_deliveries": "Alert deliveries",
+    "artifact_files": "Artifact files",
+    "artifact_bytes": "Artifact bytes",
+}
+
 
 @dataclass(frozen=True)
 class Policy:

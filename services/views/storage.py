@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import read_session
-from services.ops.retention_policy import JOB, Policy, artifact_bytes
+from services.ops.retention_policy import JOB, REMOVED, Policy, artifact_bytes
 from services.vocabulary import JobStatus
 
 # A partition's size and rows count toward its table.
@@ -35,6 +35,11 @@ class RetentionRun:
     finished_at: dt.datetime | None
     counts: dict[str, Any]
     error: str | None
+
+    @property
+    def removed(self) -> list[tuple[str, str, int]]:
+        """(key, label, count) of what it removed, in reading order."""
+        return [(key, label, int(self.counts.get(key, 0))) for key, label in REMOVED.items()]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from db.engine import transaction
 from services.money import users
 from services.ops import audit, auth, jobs, retention
 from services.ops.auth import Principal
+from services.ops.retention_policy import REMOVED
 from services.vocabulary import JobStatus, MarketType, Timeframe
 from standins.xapi_standin import user_id
 from tests.support.factories import new_market
@@ -288,9 +289,7 @@ def test_jobs_page_shows_retention_policy_last_run_and_disk(planted: dict[str, i
     ].endswith(" B")
     assert any(s.value.startswith("Last retention run") for s in at.success)
     removed = next(d.value for d in at.dataframe if list(d.value.columns) == ["removed", "count"])
-    assert {"scrape_runs", "follower_rows_thinned", "job_runs", "artifact_files"} <= set(
-        removed["removed"]
-    )
+    assert list(removed["removed"]) == list(REMOVED.values())
     policy = next(d.value for d in at.dataframe if list(d.value.columns) == ["what", "kept"])
     assert "Follower history" in set(policy["what"])
     tables = next(d.value for d in at.dataframe if "rows (estimate)" in d.value.columns)

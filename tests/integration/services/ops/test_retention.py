@@ -15,6 +15,7 @@ import pytest
 from config import get_settings
 from db.engine import transaction
 from services.ops import retention
+from services.ops.retention_policy import REMOVED
 from services.vocabulary import MarketStatus
 from tests.support.factories import new_market
 from tests.support.money import plant_final
@@ -172,6 +173,7 @@ def test_retention_never_removes_evidence_of_open_or_recently_final_markets(db: 
     }
     assert report.removed["scrape_runs"] == 3
     assert report.removed["scraped_kols"] == 6
+    assert set(report.removed) == set(REMOVED)  # every count has its label on the Jobs page
 
 
 def test_a_shorter_resettle_window_releases_the_evidence(db: str) -> None:
