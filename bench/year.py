@@ -162,8 +162,8 @@ def build_sql(n: dict[str, int], artifacts: Path) -> list[tuple[str, str]]:
         ),
         (
             "markets",
-            # Market i closes at an even step over the year and 30 days on; those closed are
-            # final (7 in 10 RESOLVED), the rest OPEN and not yet due.
+            # Market i opens at an even step over the year and closes 1, 7 or 30 days later;
+            # those closed are final (7 in 10 RESOLVED), the rest OPEN and not yet due.
             f"""INSERT INTO markets (id, type, title, question_key, kol_a_id, kol_b_id,
                    timeframe, threshold, target_rank, baseline, opens_at, closes_at, status,
                    outcome, cancel_reason, cancel_detail, resolved_at, cancelled_at, pool_yes,
@@ -199,8 +199,8 @@ def build_sql(n: dict[str, int], artifacts: Path) -> list[tuple[str, str]]:
                         ELSE (ARRAY['daily', 'weekly', 'monthly'])[1 + i % 3] END AS name,
                    (ARRAY[interval '1 day', interval '7 days', interval '30 days'])[1 + i % 3]
                    AS days) tf
-            CROSS JOIN LATERAL (SELECT :start + interval '30 days'
-                   + (i::float8 / {markets}) * interval '365 days' AS closes_at) c
+            CROSS JOIN LATERAL (SELECT :start + (i::float8 / {markets}) * interval '365 days'
+                   + tf.days AS closes_at) c
             CROSS JOIN LATERAL (SELECT CASE WHEN c.closes_at > now() THEN 'OPEN'
                    WHEN i % 10 < 7 THEN 'RESOLVED' ELSE 'CANCELLED' END AS status) s""",
         ),
@@ -567,7 +567,8 @@ def sweep_once(tag: str) -> float:
         started = time.perf_counter()
         report = resolver.sweep(trigger="bench")
         took = time.perf_counter() - started
-    if report.counts().get("claimed") != SWEEP_MARKETS:
+    # The year's own markets may come due meanwhile, as they would: at least the bench's.
+    if report.counts().get("claimed", 0) < SWEEP_MARKETS:
         raise SystemExit(f"the sweep did not take the {SWEEP_MARKETS} markets: {report.counts()}")
     return took
 
