@@ -49,7 +49,7 @@ from services.vocabulary import JobStatus, ScrapeStatus
 log = logging.getLogger("kolops.retention")
 
 # Scrape runs removed per transaction: short transactions, progress kept if the run is cut short.
-BATCH = 500
+BATCH = 2000
 
 
 # -- what must stay --------------------------------------------------------------------------------
@@ -74,9 +74,15 @@ protected AS (
     SELECT (k.baseline -> 'source' ->> 'run_id')::bigint FROM kept k
     WHERE k.baseline -> 'source' ? 'run_id'
     UNION
-    SELECT scrape_runs.id FROM kept k JOIN scrape_runs
-      ON scrape_runs.timeframe = k.timeframe AND {_USABLE}
-     AND scrape_runs.snapshot_at BETWEEN k.closes_at AND k.closes_at + make_interval(mins => :lag)
+    -- One look-up per kept market in the usable-snapshot index, never a join of every kept
+    -- market with every run of its timeframe (OFFSET 0 keeps the planner from flattening it
+    -- into one).
+    SELECT r.id FROM kept k CROSS JOIN LATERAL (
+        SELECT scrape_runs.id FROM scrape_runs
+        WHERE scrape_runs.timeframe = k.timeframe AND {_USABLE}
+          AND scrape_runs.snapshot_at BETWEEN k.closes_at
+                                          AND k.closes_at + make_interval(mins => :lag)
+        OFFSET 0) r
 )"""
 
 _PROTECTED_READING = """EXISTS (
