@@ -37,6 +37,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value}")
+    return value
+
+
 def _decimal(name: str, default: str) -> Decimal:
     raw = os.environ.get(name, "").strip() or default
     try:
@@ -133,6 +140,20 @@ class Settings:
     # Where the dashboard is reached, for the links in alert messages.
     dashboard_url: str = "http://127.0.0.1:8501"
 
+    # Retention and incremental integrity (issue 19).
+    # A RESOLVED or CANCELLED market may be re-settled this long after it became final; its
+    # evidence is kept at least that long (services/ops/retention.py).
+    resettle_window_days: int = 30
+    retention_cron: str = "40 3 * * *"
+    retention_scrape_days: int = 90
+    retention_follower_full_days: int = 7
+    retention_follower_days: int = 365
+    retention_job_run_days: int = 30
+    retention_delivery_days: int = 90
+    retention_artifact_days: int = 30
+    retention_artifact_budget_mb: int = 1024
+    integrity_full_cron: str = "10 3 * * *"
+
 
 def setup_logging(level: int = logging.INFO) -> None:
     """One readable line per event on stdout; the embedded server's chatter kept quiet."""
@@ -214,4 +235,14 @@ def get_settings() -> Settings:
         dashboard_url=_str(
             "DASHBOARD_URL", f"http://127.0.0.1:{_int('DASHBOARD_PORT', 8501)}"
         ).rstrip("/"),
+        resettle_window_days=_positive("RESETTLE_WINDOW_DAYS", 30),
+        retention_cron=_str("RETENTION_CRON", "40 3 * * *"),
+        retention_scrape_days=_positive("RETENTION_SCRAPE_DAYS", 90),
+        retention_follower_full_days=_positive("RETENTION_FOLLOWER_FULL_DAYS", 7),
+        retention_follower_days=_positive("RETENTION_FOLLOWER_DAYS", 365),
+        retention_job_run_days=_positive("RETENTION_JOB_RUN_DAYS", 30),
+        retention_delivery_days=_positive("RETENTION_DELIVERY_DAYS", 90),
+        retention_artifact_days=_positive("RETENTION_ARTIFACT_DAYS", 30),
+        retention_artifact_budget_mb=_positive("RETENTION_ARTIFACT_BUDGET_MB", 1024),
+        integrity_full_cron=_str("INTEGRITY_FULL_CRON", "10 3 * * *"),
     )

@@ -42,8 +42,13 @@ from apscheduler.triggers.base import BaseTrigger
 
 from config import get_settings, setup_logging
 from db.engine import libpq_url
-from services.money.integrity import check_integrity
-from services.ops import alerting, jobs
+from services.money.integrity import (
+    INTEGRITY_JOBS,
+    IntegrityReport,
+    check_integrity,
+    check_recent,
+)
+from services.ops import alerting, jobs, retention
 from services.ops.jobs import JobContext
 from services.ops.schedule import schedules
 from services.processes import become_subreaper, kill_tree
@@ -62,7 +67,22 @@ class IntegrityViolations(Exception):
 
 
 def integrity_job(ctx: JobContext) -> None:
-    report = check_integrity()
+    """The periodic check: what changed since the last verified point."""
+    report = check_recent()
+    ctx.counts["transactions_verified"] = report.transactions_verified
+    _fail_on_violations(ctx, report)
+
+
+def integrity_full_job(ctx: JobContext) -> None:
+    """The full audit of every invariant over every row (nightly)."""
+    _fail_on_violations(ctx, check_integrity())
+
+
+def retention_job(ctx: JobContext) -> None:
+    ctx.counts.update(retention.run().counts())
+
+
+def _fail_on_violations(ctx: JobContext, report: IntegrityReport) -> None:
     ctx.counts["violations"] = len(report.violations)
     if not report.ok:
         for v in report.violations:
@@ -125,6 +145,8 @@ JOBS: dict[str, Callable[[JobContext], None]] = {
     "followers": followers_job,
     "generate": generate_job,
     "integrity": integrity_job,
+    "integrity_full": integrity_full_job,
+    "retention": retention_job,
     "reap": reap_job,
     "alerts": alerting.job,  # services/ops/alerting.py: evaluate the alert rules, queue deliveries
 }
@@ -193,7 +215,7 @@ def run_job(name: str, *, timeout_s: float | None = None) -> bool:
             error=outcome.error,
             took_s=time.monotonic() - started,
         )
-        if name == "integrity" and not outcome.ok:
+        if name in INTEGRITY_JOBS and not outcome.ok:
             # Money that does not add up is told at once, not at the next alerts evaluation.
             run_job("alerts")
         return outcome.ok

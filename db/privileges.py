@@ -34,22 +34,22 @@ TABLES: dict[str, tuple[str, ...]] = {
     "ledger_entries": _APPEND,
     # Sources.
     "kols": _WRITE,
-    "scrape_runs": _WRITE,
-    "scraped_kols": _APPEND,
-    "scrape_rejects": _APPEND,
+    "scrape_runs": (*_WRITE, "DELETE"),
+    "scraped_kols": (*_APPEND, "DELETE"),
+    "scrape_rejects": (*_APPEND, "DELETE"),
     "follower_cache": _WRITE,
-    "follower_history": _APPEND,
+    "follower_history": (*_APPEND, "DELETE"),
     "x_api_state": _WRITE,
     # Resolution and jobs.
     "resolution_attempts": _APPEND,
-    "job_runs": _WRITE,
+    "job_runs": (*_WRITE, "DELETE"),
     "scheduler_instances": _WRITE,
     # Interventions: a proposal is decided or expires (an UPDATE), never removed.
     "proposals": _WRITE,
     # Alerts and incidents.
     "alerts": _WRITE,
     "alert_events": _APPEND,
-    "alert_deliveries": _WRITE,
+    "alert_deliveries": (*_WRITE, "DELETE"),
     "alert_evaluations": _WRITE,
     "alert_mutes": _WRITE,
     "incidents": _WRITE,
@@ -58,7 +58,18 @@ TABLES: dict[str, tuple[str, ...]] = {
     "dashboard_sessions": _WRITE,
     "login_throttle": (*_WRITE, "DELETE"),
     "audit_log": _APPEND,
+    # Incremental integrity: a trigger notes each new ledger transaction (as its writer), the
+    # periodic check removes what it verified and keeps each account's verified balance.
+    "integrity_pending": (*_APPEND, "DELETE"),
+    "integrity_account_marks": _WRITE,
 }
+# Retention removes old rows (DELETE above, the rows a market's evidence needs never) and drops
+# whole months of follower history through these owner's functions (migration 0011): the
+# application may call them, not run DDL itself.
+FUNCTIONS = (
+    "follower_history_add_partitions(integer, integer)",
+    "follower_history_drop_partitions(timestamptz)",
+)
 
 
 def app_url(owner_url: str, role: str = APP_ROLE) -> str:
@@ -101,3 +112,7 @@ def apply(owner_url: str, role: str = APP_ROLE) -> None:
             conn.execute(
                 sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident)
             )
+            for function in FUNCTIONS:
+                conn.execute(
+                    sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(sql.SQL(function), ident)
+                )

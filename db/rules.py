@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, between, func, literal, literal_column, not_
+from sqlalchemy import ColumnElement, and_, between, func, literal, literal_column, not_, or_
 from sqlalchemy.dialects import postgresql
 
 from services.vocabulary import SUCCEEDED_SCRAPES, MarketStatus, Pin, ProposalStatus
@@ -76,6 +76,35 @@ def held_after_close(market: Any) -> ColumnElement[dt.timedelta]:
 def proposal_waiting(proposal: Any) -> ColumnElement[bool]:
     """A proposal a second operator may still approve or reject: pending and not expired."""
     return and_(proposal.status == ProposalStatus.PENDING.value, proposal.expires_at > func.now())
+
+
+def resettle_window_open(market: Any, window: Interval) -> ColumnElement[bool]:
+    """A RESOLVED or CANCELLED market that became final less than `window` ago
+    (RESETTLE_WINDOW_DAYS): it may still be re-settled or re-evaluated, so its evidence stays."""
+    return and_(
+        market.status.in_([MarketStatus.RESOLVED.value, MarketStatus.CANCELLED.value]),
+        _final_at(market) > func.now() - _sql_value(window),
+    )
+
+
+def resettle_closed(market: Any, window: Interval) -> ColumnElement[bool]:
+    """A RESOLVED or CANCELLED market final for `window` or longer: no longer re-settled."""
+    return and_(
+        market.status.in_([MarketStatus.RESOLVED.value, MarketStatus.CANCELLED.value]),
+        _final_at(market) <= func.now() - _sql_value(window),
+    )
+
+
+def _final_at(market: Any) -> ColumnElement[dt.datetime]:
+    # When it last became final; a final market without the time counts as final just now, so
+    # it keeps its evidence and its re-settle rather than losing both.
+    return func.coalesce(func.greatest(market.resolved_at, market.cancelled_at), func.now())
+
+
+def keeps_evidence(market: Any, window: Interval) -> ColumnElement[bool]:
+    """A market whose evidence retention never removes: open, or final within its re-settle
+    window."""
+    return or_(market.status == MarketStatus.OPEN.value, resettle_window_open(market, window))
 
 
 def follower_count_usable(

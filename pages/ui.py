@@ -71,6 +71,16 @@ def age(now: dt.datetime, then: dt.datetime | None) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
 
 
+def size(n: int) -> str:
+    """A number of bytes for people: 1.2 GB, 340 MB, 12 kB."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
 def md_text(value: object) -> str:
     """Text from the database (KOL names, titles, reasons) made inert for st.markdown, headers,
     labels and messages: shown exactly as typed, on one line, never interpreted."""

@@ -19,13 +19,22 @@ class MarketState:
     due: bool = False
     # On an operator's hold (`db.rules.held`): no bets, no resolution, until released.
     held: bool = False
+    # Final for longer than the re-settle window (`db.rules.resettle_closed`): retention may
+    # have removed its evidence, so it can no longer be re-settled.
+    resettle_closed: bool = False
 
     @classmethod
     def of(
-        cls, status: str, outcome: str | None, due: bool = False, held: bool = False
+        cls,
+        status: str,
+        outcome: str | None,
+        due: bool = False,
+        held: bool = False,
+        resettle_closed: bool = False,
     ) -> MarketState:
         """A market's state from its stored columns (and the `db.rules` flags read with them)."""
-        return cls(MarketStatus(status), Side(outcome) if outcome else None, due, held)
+        side = Side(outcome) if outcome else None
+        return cls(MarketStatus(status), side, due, held, resettle_closed)
 
 
 def refusal(action: MarketAction, state: MarketState, side: Side | None = None) -> str | None:
@@ -41,6 +50,8 @@ def refusal(action: MarketAction, state: MarketState, side: Side | None = None) 
                 return "Re-settle needs an outcome, YES or NO."
             if state.status is MarketStatus.OPEN:
                 return "Open markets are settled by the resolver."
+            if state.resettle_closed:
+                return "Final for longer than the re-settle window: its evidence may be gone."
             if state.status is MarketStatus.RESOLVED and state.outcome is side:
                 return f"Already resolved {side}."
             return None

@@ -40,10 +40,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from sqlalchemy import literal_column, text
+from sqlalchemy.orm import Session, aliased
 
+from config import get_settings
+from db import rules
 from db.engine import read_session
+from db.models import Market
 from services import lifecycle
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
@@ -253,20 +256,28 @@ class _Market:
     status: str
     outcome: str | None
     escrow_id: int
+    resettle_closed: bool
 
     @property
     def state(self) -> MarketState:
-        return MarketState.of(self.status, self.outcome)
+        return MarketState.of(self.status, self.outcome, resettle_closed=self.resettle_closed)
+
+
+_RESETTLE_CLOSED = rules.sql(
+    rules.resettle_closed(
+        aliased(Market, name="m"), literal_column("make_interval(days => :window)")
+    )
+)
 
 
 def _market(session: Session, market_id: int, *, lock: bool) -> _Market:
     row = session.execute(
         text(
-            "SELECT m.id, m.status, m.outcome, a.id FROM markets m"
+            f"SELECT m.id, m.status, m.outcome, a.id, {_RESETTLE_CLOSED} FROM markets m"
             " JOIN accounts a ON a.market_id = m.id WHERE m.id = :m"
             + (" FOR UPDATE OF m" if lock else "")
         ),
-        {"m": market_id},
+        {"m": market_id, "window": get_settings().resettle_window_days},
     ).one_or_none()
     if row is None:
         raise ServiceError(
@@ -301,6 +312,13 @@ def _settle(
 ) -> SettlementResult:
     market = _market(session, market_id, lock=True)
     correcting = expected is not MarketStatus.OPEN
+    if correcting and market.status == expected and market.resettle_closed:
+        raise ServiceError(
+            ErrorCode.INVALID_INPUT,
+            f"market {market_id} cannot be re-settled: final for longer than the re-settle"
+            f" window ({get_settings().resettle_window_days} days), its evidence may be gone",
+            market_id=market_id,
+        )
     if market.status != expected or (
         correcting and lifecycle.refusal(MarketAction.RESETTLE, market.state, outcome)
     ):

@@ -42,6 +42,7 @@ from db.models import (
 )
 from services.errors import ErrorCode, ServiceError
 from services.inputs import free_text
+from services.money.integrity import INTEGRITY_JOBS
 from services.ops import audit, delivery
 from services.ops.alert_rules import (
     Active,
@@ -239,12 +240,18 @@ def gather(session: Session) -> Facts:
         # No leader yet: measure its absence from the newest scheduler's start, so that a
         # scheduler still taking the lock (at every start of the product) is not an alert.
         leader = session.scalar(select(func.max(SchedulerInstance.started_at)))
-    integrity_row = session.execute(
+    latest_checks = session.execute(
         select(JobRun.id, JobRun.status, JobRun.counts, JobRun.error)
-        .where(JobRun.job == "integrity", JobRun.status != JobStatus.RUNNING.value)
-        .order_by(JobRun.id.desc())
-        .limit(1)
-    ).first()
+        .distinct(JobRun.job)
+        .where(JobRun.job.in_(INTEGRITY_JOBS), JobRun.status != JobStatus.RUNNING.value)
+        .order_by(JobRun.job, JobRun.id.desc())
+    ).all()
+    # A failed full audit keeps firing until the next full audit is clean, however clean the
+    # periodic checks since (they do not look behind their checkpoint).
+    integrity_row = next(
+        (r for r in latest_checks if r.status != JobStatus.SUCCESS.value),
+        max(latest_checks, key=lambda r: r.id, default=None),
+    )
     integrity = (
         IntegrityFacts(
             integrity_row.id,

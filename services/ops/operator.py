@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import literal_column, text
 from sqlalchemy.orm import Session
 
+from config import get_settings
 from db import rules
 from db.engine import read_session, retrying
 from db.models import Market
@@ -80,12 +81,25 @@ class Preview:
 
 _DUE = rules.sql(rules.due(Market.__table__.c))
 _HELD = rules.sql(rules.held(Market.__table__.c))
-_STATE = f"SELECT status, outcome, cancel_reason, {_DUE} AS due, {_HELD} AS held FROM markets"
+_RESETTLE_CLOSED = rules.sql(
+    rules.resettle_closed(Market.__table__.c, literal_column("make_interval(days => :window)"))
+)
+_STATE = (
+    f"SELECT status, outcome, cancel_reason, {_DUE} AS due, {_HELD} AS held,"
+    f" {_RESETTLE_CLOSED} AS resettle_closed FROM markets"
+)
 
 
 def _state(market_id: int) -> dict[str, Any]:
     with read_session() as s:
-        row = s.execute(text(f"{_STATE} WHERE id = :m"), {"m": market_id}).mappings().one_or_none()
+        row = (
+            s.execute(
+                text(f"{_STATE} WHERE id = :m"),
+                {"m": market_id, "window": get_settings().resettle_window_days},
+            )
+            .mappings()
+            .one_or_none()
+        )
     if row is None:
         raise ServiceError(
             ErrorCode.UNKNOWN_MARKET, f"market {market_id} does not exist", market_id=market_id
@@ -98,7 +112,9 @@ def _audit_state(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _market_state(state: dict[str, Any]) -> MarketState:
-    return MarketState.of(state["status"], state["outcome"], state["due"], state["held"])
+    return MarketState.of(
+        state["status"], state["outcome"], state["due"], state["held"], state["resettle_closed"]
+    )
 
 
 def _amount(value: Decimal) -> str:

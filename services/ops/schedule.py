@@ -38,12 +38,12 @@ def schedules() -> dict[str, Schedule]:
             f"every {seconds} s",
         )
 
-    def cron(name: str) -> Schedule:
+    def cron(name: str, expression: str = s.scrape_cron, grace_s: int = 60) -> Schedule:
         return Schedule(
             name,
-            lambda: CronTrigger.from_crontab(s.scrape_cron, timezone=dt.UTC),
-            60,
-            f"cron {s.scrape_cron} (UTC)",
+            lambda: CronTrigger.from_crontab(expression, timezone=dt.UTC),
+            grace_s,
+            f"cron {expression} (UTC)",
         )
 
     return {
@@ -56,5 +56,8 @@ def schedules() -> dict[str, Schedule]:
             every("integrity", s.integrity_interval_s),
             every("reap", s.job_timeout_s),
             every("alerts", s.alert_interval_s),
+            # Issue 19: the nightly full integrity audit and retention (a late run still runs).
+            cron("integrity_full", s.integrity_full_cron, 3600),
+            cron("retention", s.retention_cron, 3600),
         )
     }

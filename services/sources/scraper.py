@@ -38,6 +38,7 @@ from config import PROJECT_ROOT, get_settings
 from db.engine import retrying, transaction
 from db.models import Kol, ScrapedKol, ScrapeReject, ScrapeRun, utcnow
 from services.errors import ErrorCode, ServiceError
+from services.ops.retention_policy import MB, trim_artifacts
 from services.processes import kill_tree
 from services.sources import kolscan_selectors as sel
 from services.sources.browser_worker import CHROMIUM_ARGS as CHROMIUM_ARGS  # for other drivers
@@ -340,6 +341,12 @@ def _with_artifacts(child: _BrowserChild, failure: _Failure) -> _Failure:
     failure.html_path, failure.screenshot_path = saved["html_path"], saved["screenshot_path"]
     for note in saved["notes"]:
         failure.message += f" ({note})"
+    settings = get_settings()
+    files, freed = trim_artifacts(
+        settings.artifacts_dir, settings.retention_artifact_budget_mb * MB
+    )
+    if files:
+        log.warning("artifacts over budget: removed the %d oldest (%d bytes)", files, freed)
     return failure
 
 

@@ -102,15 +102,18 @@ class IntegrityRun:
     error: str | None
 
 
-def last_integrity_run() -> IntegrityRun | None:
+def last_integrity_run(job: str = "integrity") -> IntegrityRun | None:
+    """The latest finished run of `job`: the periodic check ("integrity") or the nightly full
+    audit ("integrity_full")."""
     with read_session() as s:
         row = s.execute(
             text(
                 "SELECT status, started_at, finished_at, counts->>'violations' AS violations,"
                 " error FROM job_runs"
-                f" WHERE job = 'integrity' AND status <> '{JobStatus.RUNNING}'"
+                f" WHERE job = :job AND status <> '{JobStatus.RUNNING}'"
                 " ORDER BY started_at DESC LIMIT 1"
-            )
+            ),
+            {"job": job},
         ).first()
     if row is None:
         return None

@@ -68,12 +68,23 @@ def spawn(standins: Standins) -> Iterator[Callable[..., subprocess.Popen[bytes]]
 
 
 def test_every_job_runs_once_and_records_its_run(db: str, standins: Standins) -> None:
-    for name in ("scrape_daily", "followers", "generate", "resolve", "integrity"):
+    for name in (
+        "scrape_daily",
+        "followers",
+        "generate",
+        "resolve",
+        "integrity",
+        "integrity_full",
+        "retention",
+    ):
         assert scheduler.run_job(name), _runs(db, name)
         [(status, _counts, error)] = _runs(db, name)
         assert (status, error) == ("SUCCESS", None)
     assert _runs(db, "scrape_daily")[0][1]["status"] == "SUCCESS"
     assert _runs(db, "generate")[0][1]["created"] > 0
+    # The periodic check verified what the jobs before it wrote; retention recorded its figures.
+    assert _runs(db, "integrity")[0][1]["transactions_verified"] > 0
+    assert _runs(db, "retention")[0][1]["db_bytes_after"] > 0
 
 
 def test_a_failing_job_is_recorded_failed_and_the_caller_goes_on(
@@ -90,6 +101,8 @@ def test_a_failing_job_is_recorded_failed_and_the_caller_goes_on(
         conn.execute("UPDATE accounts SET balance = 1 WHERE kind = 'FEE'")
     assert scheduler.run_job("integrity") is False
     assert _runs(db, "integrity")[0][0] == "FAILED"
+    assert scheduler.run_job("integrity_full") is False
+    assert "ledger_total_zero" in _runs(db, "integrity_full")[0][2]
     standins.kolscan.set_variant("normal")
     assert scheduler.run_job("scrape_daily") is True
 

@@ -104,14 +104,16 @@ def deliveries(db: str) -> list[tuple[str, str, str, int, str | None]]:
     ]
 
 
-def plant_integrity_run(db: str, *, violations: int) -> None:
-    """A finished integrity job run: failed with `violations`, or clean when 0."""
+def plant_integrity_run(db: str, *, violations: int, job: str = "integrity") -> None:
+    """A finished run of an integrity job (the periodic check, or "integrity_full"): failed with
+    `violations`, or clean when 0."""
     status = "FAILED" if violations else "SUCCESS"
     with psycopg.connect(db) as conn:
         conn.execute(
             "INSERT INTO job_runs (job, host, pid, finished_at, status, counts, error)"
-            " VALUES ('integrity', 'test', 1, now(), %s, %s::jsonb, %s)",
+            " VALUES (%s, 'test', 1, now(), %s, %s::jsonb, %s)",
             (
+                job,
                 status,
                 f'{{"violations": {violations}}}',
                 f"{violations} violations: ledger:1" if violations else None,

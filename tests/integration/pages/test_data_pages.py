@@ -20,9 +20,10 @@ from config import get_settings
 from db.engine import transaction
 from pages.ui import page_file
 from services.money import users
-from services.ops import audit, auth
+from services.ops import audit, auth, jobs, retention
 from services.ops.auth import Principal
-from services.vocabulary import MarketType, Timeframe
+from services.ops.retention_policy import REMOVED
+from services.vocabulary import JobStatus, MarketType, Timeframe
 from standins.xapi_standin import user_id
 from tests.support.factories import new_market
 from tests.support.pages import dashboard_app
@@ -265,9 +266,43 @@ def test_jobs_page_shows_schedule_failures_and_heartbeat(planted: dict[str, int]
     assert list(at.dataframe[-1].value["job"]) == ["scrape_daily"]
 
 
+def test_jobs_page_shows_retention_policy_last_run_and_disk(planted: dict[str, int]) -> None:
+    at = _open("jobs", Principal("vic", "viewer"))
+    assert "Retention has not run yet." in [i.value for i in at.info]
+    run_id = jobs.start_run("retention")
+    report = retention.run()
+    jobs.finish_run(
+        "retention",
+        run_id,
+        status=JobStatus.SUCCESS,
+        counts=report.counts(),
+        error=None,
+        took_s=0.1,
+    )
+    st.cache_data.clear()
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Database on disk"].endswith("MB")
+    assert metrics["Failure artifacts on disk"].endswith("kB") or metrics[
+        "Failure artifacts on disk"
+    ].endswith(" B")
+    assert any(s.value.startswith("Last retention run") for s in at.success)
+    removed = next(d.value for d in at.dataframe if list(d.value.columns) == ["removed", "count"])
+    assert list(removed["removed"]) == list(REMOVED.values())
+    policy = next(d.value for d in at.dataframe if list(d.value.columns) == ["what", "kept"])
+    assert "Follower history" in set(policy["what"])
+    tables = next(d.value for d in at.dataframe if "rows (estimate)" in d.value.columns)
+    assert "scraped_kols" in set(tables["table"])
+
+
 def test_ledger_page_runs_the_integrity_check(planted: dict[str, int]) -> None:
     at = _open("ledger", Principal("vic", "viewer"))
-    assert at.success[0].value.startswith("Last scheduled check")
+    assert at.success[0].value.startswith("Last periodic check")
+    assert (
+        at.info[0].value
+        == "Last full audit (every invariant over every row, nightly): not run yet."
+    )
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["USER (1)"] == "50.00" and metrics["ESCROW (2)"] == "200.00"
     at.button(key="ledger_check").click().run()

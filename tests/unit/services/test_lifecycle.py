@@ -68,3 +68,14 @@ def test_resettle_without_an_outcome_is_refused() -> None:
 def test_a_state_is_read_from_the_stored_columns() -> None:
     assert MarketState.of("RESOLVED", "NO") == MarketState(MarketStatus.RESOLVED, Side.NO)
     assert MarketState.of("OPEN", None, True) == MarketState(MarketStatus.OPEN, None, True)
+
+
+def test_past_the_resettle_window_a_final_market_is_no_longer_resettled() -> None:
+    resolved = MarketState(MarketStatus.RESOLVED, Side.YES, resettle_closed=True)
+    cancelled = MarketState(MarketStatus.CANCELLED, None, resettle_closed=True)
+    assert allowed_actions(resolved) == {CANCEL}  # a refund needs no evidence
+    assert allowed_actions(cancelled) == set()
+    assert refusal(MarketAction.RESETTLE, cancelled, Side.YES) == (
+        "Final for longer than the re-settle window: its evidence may be gone."
+    )
+    assert MarketState.of("CANCELLED", None, resettle_closed=True) == cancelled

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from config import get_settings
 from services.errors import ErrorCode, ServiceError
 from services.money import settlement
 from services.money.bets import place_bet
@@ -593,4 +594,31 @@ def test_a_connection_killed_at_any_step_leaves_nothing_half_done(db: str, opera
         assert hook.killed == 1, step
         assert snapshot() == state, step
     assert call().applied
+    assert_clean()
+
+
+def test_resettle_is_refused_past_the_resettle_window_and_changes_nothing(db: str) -> None:
+    """Retention may remove the evidence of a market final for longer than RESETTLE_WINDOW_DAYS
+    (services/ops/retention.py), so such a market can no longer be re-settled."""
+    book = busy_book()
+    mid = book.market_id
+    settling.settle(mid, "YES", actor="ops", reason="r")
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE markets SET resolved_at = now() - make_interval(days => %s, mins => 1)"
+            " WHERE id = %s",
+            (get_settings().resettle_window_days, mid),
+        )
+    state = snapshot()
+    with pytest.raises(ServiceError) as err:
+        settling.resettle(mid, "NO", actor="ops", reason="r", expected_status="RESOLVED")
+    assert err.value.code == ErrorCode.INVALID_INPUT
+    assert "re-settle window" in err.value.message
+    assert snapshot() == state
+    # Inside the window it still can.
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "UPDATE markets SET resolved_at = now() - interval '1 day' WHERE id = %s", (mid,)
+        )
+    assert settling.resettle(mid, "NO", actor="ops", reason="r", expected_status="RESOLVED").applied
     assert_clean()

@@ -205,6 +205,20 @@ def test_a_mute_window_sends_nothing_and_the_firing_follows_when_it_ends(
         alerting.mute(VIEWER, AlertRule.SCRAPE_STALE, 30, "viewers cannot")
 
 
+def test_a_failed_full_audit_fires_until_the_next_full_audit_is_clean(db: str) -> None:
+    """The periodic check does not look behind its checkpoint: its clean runs after a failed full
+    audit must not end the alert."""
+    _leader_alive()
+    plant_integrity_run(db, violations=0)
+    plant_integrity_run(db, violations=3, job="integrity_full")
+    plant_integrity_run(db, violations=0)  # a later, clean periodic check
+    assert alerting.evaluate().conditions == ["integrity_violation"]
+    assert incidents(db) == [("integrity_violation", "OPEN")]
+    plant_integrity_run(db, violations=0, job="integrity_full")
+    assert alerting.evaluate().conditions == []
+    assert incidents(db) == [("integrity_violation", "CLOSED")]
+
+
 def test_a_condition_that_stays_true_is_reminded_after_the_interval(
     db: str, channels: tuple[WebhookStandin, SmtpReceiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:

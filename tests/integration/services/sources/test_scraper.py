@@ -446,3 +446,21 @@ def test_standin_variant_switch_over_http() -> None:
         assert httpx.get(f"{standin.base_url}/leaderboard?timeframe=7").status_code == 500
         assert httpx.get(f"{standin.base_url}/leaderboard?timeframe=2").status_code == 404
         assert json.loads(httpx.post(url, json={"variant": "normal"}).text)["variant"] == "normal"
+
+
+def test_a_kept_failed_page_keeps_the_artifacts_folder_within_its_budget(
+    site: KolscanStandin, env: Callable[..., None]
+) -> None:
+    """Between two retention runs, a storm of failures cannot fill the disk: keeping a failed
+    page removes the oldest artifacts beyond RETENTION_ARTIFACT_BUDGET_MB."""
+    env(RETENTION_ARTIFACT_BUDGET_MB="1")
+    folder = get_settings().artifacts_dir / "scrapes"
+    folder.mkdir(parents=True)
+    old = folder / "from-long-ago.html"
+    old.write_bytes(b"x" * 1_040_000)
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    site.set_variant("error")
+    result = scrape_leaderboard("daily", base_url=site.base_url)
+    _assert_failed(result, ErrorCode.SCRAPE_HTTP_ERROR)
+    assert not old.exists()
+    assert Path(result.html_path or "").exists() and Path(result.screenshot_path or "").exists()

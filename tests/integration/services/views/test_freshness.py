@@ -221,6 +221,8 @@ def test_job_schedule_shows_next_run_after_the_last(db: str) -> None:
         "integrity",
         "reap",
         "alerts",
+        "integrity_full",
+        "retention",
     }
     resolve = jobs["resolve"]
     interval = dt.timedelta(seconds=get_settings().resolve_interval_s)
