@@ -15,7 +15,7 @@ passes on it. The last five minutes of ledger transactions are pending for the p
 the rest verified, as they would be in production.
 
 Then, timed cold (read caches cleared): every dashboard page (a full AppTest render, as
-`bench/dashboard.py` does), the periodic integrity check, the full audit, a resolution sweep over
+`bench/page_times.py` does), the periodic integrity check, the full audit, a resolution sweep over
 1,000 due markets (built by `bench/resolve.py`, with both stand-ins) against the same on an empty
 database (`sweep_ratio`), a 1,000-row scrape's store against the same on an empty database
 (`store_ratio`), and retention: the database and artifacts on disk before it and after it (after
@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dashboard
+import page_times
 import psycopg
 import resolve
 
@@ -630,7 +630,7 @@ def main() -> None:
     build_s = time.perf_counter() - started
     rows.append(("build total", f"{build_s:.1f}s"))
 
-    for (page, cache), seconds in dashboard.render_times(list(PAGES)).items():
+    for (page, cache), seconds in page_times.render_times(list(PAGES)).items():
         if cache == "cold":
             figures[f"page_{page}_s"] = seconds
     progress("pages", {k: round(v, 3) for k, v in figures.items()})

@@ -10,7 +10,7 @@ Then, for each page: the service calls the page makes (uncached), and a full Str
 the page through AppTest with its read cache cleared first (the slow case a person sees after the
 cache's few seconds). The other engineer's pages (overview, markets, audit) are rendered too.
 
-    .venv/bin/python bench/dashboard.py
+    .venv/bin/python bench/page_times.py
 """
 
 from __future__ import annotations
