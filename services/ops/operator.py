@@ -90,13 +90,14 @@ _STATE = (
 )
 
 
+def _state_args(market_id: int) -> dict[str, Any]:
+    return {"m": market_id, "window": get_settings().resettle_window_days}
+
+
 def _state(market_id: int) -> dict[str, Any]:
     with read_session() as s:
         row = (
-            s.execute(
-                text(f"{_STATE} WHERE id = :m"),
-                {"m": market_id, "window": get_settings().resettle_window_days},
-            )
+            s.execute(text(f"{_STATE} WHERE id = :m"), _state_args(market_id))
             .mappings()
             .one_or_none()
         )
@@ -473,7 +474,7 @@ def _set_hold(
     def unit(session: Session) -> dict[str, Any] | str:
         # Under the row lock the resolver's settlement and bet placement also take.
         now = (
-            session.execute(text(f"{_STATE} WHERE id = :m FOR UPDATE"), {"m": market_id})
+            session.execute(text(f"{_STATE} WHERE id = :m FOR UPDATE"), _state_args(market_id))
             .mappings()
             .one()
         )
