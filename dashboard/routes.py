@@ -53,11 +53,20 @@ def _secure(request: Request) -> bool:
     return get_settings().session_cookie_secure or request.url.scheme == "https"
 
 
+def _return_to(request: Request) -> str:
+    """The page the form was posted from (its Referer, on this site), where the browser goes
+    back to: a pasted deep link survives the login, and nothing of it is echoed into the page."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc != request.headers.get("host", ""):
+        return "/"
+    return local_target(referer.path + (f"?{referer.query}" if referer.query else ""))
+
+
 async def login(request: Request) -> Response:
     if not _same_origin(request):
         return PlainTextResponse("cross-site login refused", status_code=403)
     form = await request.form()
-    target = local_target(form.get("next"))
+    target = _return_to(request)
     client = request.client.host if request.client else None
     try:
         _, token = await run_in_threadpool(

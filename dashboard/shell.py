@@ -4,12 +4,9 @@ services, which also write the audit log)."""
 
 from __future__ import annotations
 
-import html
-from urllib.parse import urlencode, urlsplit
-
 import streamlit as st
 
-from dashboard.routes import LOGIN_ERROR, LOGIN_PATH, LOGOUT_PATH, local_target
+from dashboard.routes import LOGIN_ERROR, LOGIN_PATH, LOGOUT_PATH
 from pages.ui import page_file
 from services.errors import ErrorCode
 from services.ops.auth import BAD_CREDENTIALS, Principal
@@ -37,13 +34,6 @@ _LOGIN_ERRORS = {
 }
 
 
-def _here() -> str:
-    """This page's path and query, where the login returns to (a pasted deep link survives)."""
-    path = urlsplit(st.context.url or "/").path or "/"
-    query = {k: v for k, v in st.query_params.to_dict().items() if k != LOGIN_ERROR}
-    return local_target(path + (f"?{urlencode(query)}" if query else ""))
-
-
 def login_page() -> None:
     """A plain HTML form posting to the login route, so browsers and password managers treat it
     as a login (autocomplete username / current-password) and the route can set the cookie."""
@@ -54,7 +44,6 @@ def login_page() -> None:
     st.html(
         f"""
         <form method="post" action="{LOGIN_PATH}" class="kolops-login" style="max-width: 24rem">
-          <input type="hidden" name="next" value="{html.escape(_here(), quote=True)}">
           <label style="display:block;margin-bottom:.75rem">Username<br>
             <input name="username" autocomplete="username" required
                    autocapitalize="none" spellcheck="false"

@@ -166,6 +166,7 @@ def test_a_page_refreshing_on_its_own_stops_when_the_session_ends(
         [live] = [s for s in auth.list_sessions(actor=admin) if s["username"] == "vic"]
         auth.end_session(live["id"], actor=admin)
         _login_form(page)  # by itself, at the next refresh: no click, no reload
+        _settled(page)  # the run that drew the form has cleared the page's earlier elements
         assert page.locator(DATA).count() == 0
 
 
