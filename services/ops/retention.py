@@ -161,24 +161,37 @@ def _scrape_runs(p: Policy, params: dict[str, Any]) -> tuple[dict[str, int], lis
     paths: list[str] = []
     while True:
         with transaction() as session:
-            rows = session.execute(
-                text(
-                    f"""WITH {_PROTECTED_RUNS},
-                    doomed AS (
+            # The runs are locked first (a quarantine waits), then their rows go set-based: one
+            # statement per table, not one cascaded delete per run.
+            doomed = list(
+                session.scalars(
+                    text(
+                        f"""WITH {_PROTECTED_RUNS}
                         SELECT r.id FROM scrape_runs r
                         WHERE r.started_at < now() - make_interval(days => :days)
                           AND r.status <> :running
-                          AND r.id NOT IN (SELECT id FROM protected WHERE id IS NOT NULL)
-                        ORDER BY r.started_at LIMIT :batch)
-                    DELETE FROM scrape_runs r USING doomed d WHERE r.id = d.id
-                    RETURNING r.rows_stored, r.rows_rejected, r.html_path, r.screenshot_path"""
+                          -- (an anti-join: NOT IN would rescan the list for every run)
+                          AND NOT EXISTS (SELECT 1 FROM protected p WHERE p.id = r.id)
+                        ORDER BY r.started_at LIMIT :batch
+                        FOR UPDATE OF r"""
+                    ),
+                    {
+                        **params,
+                        "days": p.scrape_days,
+                        "running": ScrapeStatus.RUNNING.value,
+                        "batch": BATCH,
+                    },
+                )
+            )
+            ids = {"ids": doomed}
+            session.execute(text("DELETE FROM scraped_kols WHERE run_id = ANY(:ids)"), ids)
+            session.execute(text("DELETE FROM scrape_rejects WHERE run_id = ANY(:ids)"), ids)
+            rows = session.execute(
+                text(
+                    "DELETE FROM scrape_runs WHERE id = ANY(:ids)"
+                    " RETURNING rows_stored, rows_rejected, html_path, screenshot_path"
                 ),
-                {
-                    **params,
-                    "days": p.scrape_days,
-                    "running": ScrapeStatus.RUNNING.value,
-                    "batch": BATCH,
-                },
+                ids,
             ).all()
         counts["scrape_runs"] += len(rows)
         counts["scraped_kols"] += sum(r.rows_stored for r in rows)
