@@ -44,7 +44,8 @@ from services.ops.retention_policy import (
     artifact_files,
     trim_artifacts,
 )
-from services.vocabulary import JobStatus, ScrapeStatus
+from services.resolution.outcomes import FOLLOWER_TYPES
+from services.vocabulary import JobStatus, ScrapeStatus, sql_in
 
 log = logging.getLogger("kolops.retention")
 
@@ -59,10 +60,12 @@ _KEEPS = rules.sql(
 )
 _PINNED_HANDLE = rules.sql(rules.pinned_x_handle(Market.__table__.c))
 _USABLE = rules.sql(rules.usable_run(ScrapeRun.__table__.c))
-# The markets whose evidence stays, with the columns the evidence is found by (history keeps
-# handles lower-cased).
+# The markets whose evidence stays, with the columns the evidence is found by (a follower
+# market's pinned handle: history keeps handles lower-cased).
+_FOLLOWER_MARKET = sql_in("markets.type", FOLLOWER_TYPES)
 _KEPT = f"""kept AS (
-    SELECT id, timeframe, closes_at, baseline, lower({_PINNED_HANDLE}) AS handle
+    SELECT id, timeframe, closes_at, baseline,
+           CASE WHEN {_FOLLOWER_MARKET} THEN lower({_PINNED_HANDLE}) END AS handle
     FROM markets WHERE {_KEEPS})"""
 
 _PROTECTED_RUNS = f"""{_KEPT},
@@ -241,10 +244,10 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
         thin_from = max(_last_thinned_through(session) or cutoff, cutoff)
         thin_from = thin_from.replace(minute=0, second=0, microsecond=0)
     thinned = 0
-    # A day per transaction: the first run on a long history stays a series of short ones.
+    # A week per transaction: the first run on a long history stays a series of short ones.
     day = thin_from
     while day < thin_to:
-        end = min(day + dt.timedelta(days=1), thin_to)
+        end = min(day + dt.timedelta(days=7), thin_to)
         with transaction() as session:
             thinned += session.execute(
                 text(
@@ -256,7 +259,8 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
                         FROM follower_history
                         WHERE fetched_at >= :lo AND fetched_at < :hi)
                     DELETE FROM follower_history h USING ranked x
-                    WHERE h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
+                    WHERE h.fetched_at >= :lo AND h.fetched_at < :hi  -- the day's partition only
+                      AND h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
                       AND NOT {_PROTECTED_READING}"""
                 ),
                 {**params, "lo": day, "hi": end},
