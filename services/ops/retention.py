@@ -259,7 +259,7 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
                         FROM follower_history
                         WHERE fetched_at >= :lo AND fetched_at < :hi)
                     DELETE FROM follower_history h USING ranked x
-                    WHERE h.fetched_at >= :lo AND h.fetched_at < :hi  -- the day's partition only
+                    WHERE h.fetched_at >= :lo AND h.fetched_at < :hi  -- only the week's partitions
                       AND h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
                       AND NOT {_PROTECTED_READING}"""
                 ),
