@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -242,7 +243,7 @@ def gather(session: Session) -> Facts:
         leader = session.scalar(select(func.max(SchedulerInstance.started_at)))
     latest_checks = session.execute(
         select(JobRun.id, JobRun.status, JobRun.counts, JobRun.error)
-        .distinct(JobRun.job)
+        .ext(distinct_on(JobRun.job))
         .where(JobRun.job.in_(INTEGRITY_JOBS), JobRun.status != JobStatus.RUNNING.value)
         .order_by(JobRun.job, JobRun.id.desc())
     ).all()

@@ -44,7 +44,8 @@ from services.ops.retention_policy import (
     artifact_files,
     trim_artifacts,
 )
-from services.vocabulary import JobStatus, ScrapeStatus
+from services.resolution.outcomes import FOLLOWER_TYPES
+from services.vocabulary import JobStatus, ScrapeStatus, sql_in
 
 log = logging.getLogger("kolops.retention")
 
@@ -59,10 +60,12 @@ _KEEPS = rules.sql(
 )
 _PINNED_HANDLE = rules.sql(rules.pinned_x_handle(Market.__table__.c))
 _USABLE = rules.sql(rules.usable_run(ScrapeRun.__table__.c))
-# The markets whose evidence stays, with the columns the evidence is found by (history keeps
-# handles lower-cased).
+# The markets whose evidence stays, with the columns the evidence is found by (a follower
+# market's pinned handle: history keeps handles lower-cased).
+_FOLLOWER_MARKET = sql_in("markets.type", FOLLOWER_TYPES)
 _KEPT = f"""kept AS (
-    SELECT id, timeframe, closes_at, baseline, lower({_PINNED_HANDLE}) AS handle
+    SELECT id, timeframe, closes_at, baseline,
+           CASE WHEN {_FOLLOWER_MARKET} THEN lower({_PINNED_HANDLE}) END AS handle
     FROM markets WHERE {_KEEPS})"""
 
 _PROTECTED_RUNS = f"""{_KEPT},
@@ -161,24 +164,37 @@ def _scrape_runs(p: Policy, params: dict[str, Any]) -> tuple[dict[str, int], lis
     paths: list[str] = []
     while True:
         with transaction() as session:
-            rows = session.execute(
-                text(
-                    f"""WITH {_PROTECTED_RUNS},
-                    doomed AS (
+            # The runs are locked first (a quarantine waits), then their rows go set-based: one
+            # statement per table, not one cascaded delete per run.
+            doomed = list(
+                session.scalars(
+                    text(
+                        f"""WITH {_PROTECTED_RUNS}
                         SELECT r.id FROM scrape_runs r
                         WHERE r.started_at < now() - make_interval(days => :days)
                           AND r.status <> :running
-                          AND r.id NOT IN (SELECT id FROM protected WHERE id IS NOT NULL)
-                        ORDER BY r.started_at LIMIT :batch)
-                    DELETE FROM scrape_runs r USING doomed d WHERE r.id = d.id
-                    RETURNING r.rows_stored, r.rows_rejected, r.html_path, r.screenshot_path"""
+                          -- (an anti-join: NOT IN would rescan the list for every run)
+                          AND NOT EXISTS (SELECT 1 FROM protected p WHERE p.id = r.id)
+                        ORDER BY r.started_at LIMIT :batch
+                        FOR UPDATE OF r"""
+                    ),
+                    {
+                        **params,
+                        "days": p.scrape_days,
+                        "running": ScrapeStatus.RUNNING.value,
+                        "batch": BATCH,
+                    },
+                )
+            )
+            ids = {"ids": doomed}
+            session.execute(text("DELETE FROM scraped_kols WHERE run_id = ANY(:ids)"), ids)
+            session.execute(text("DELETE FROM scrape_rejects WHERE run_id = ANY(:ids)"), ids)
+            rows = session.execute(
+                text(
+                    "DELETE FROM scrape_runs WHERE id = ANY(:ids)"
+                    " RETURNING rows_stored, rows_rejected, html_path, screenshot_path"
                 ),
-                {
-                    **params,
-                    "days": p.scrape_days,
-                    "running": ScrapeStatus.RUNNING.value,
-                    "batch": BATCH,
-                },
+                ids,
             ).all()
         counts["scrape_runs"] += len(rows)
         counts["scraped_kols"] += sum(r.rows_stored for r in rows)
@@ -228,10 +244,10 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
         thin_from = max(_last_thinned_through(session) or cutoff, cutoff)
         thin_from = thin_from.replace(minute=0, second=0, microsecond=0)
     thinned = 0
-    # A day per transaction: the first run on a long history stays a series of short ones.
+    # A week per transaction: the first run on a long history stays a series of short ones.
     day = thin_from
     while day < thin_to:
-        end = min(day + dt.timedelta(days=1), thin_to)
+        end = min(day + dt.timedelta(days=7), thin_to)
         with transaction() as session:
             thinned += session.execute(
                 text(
@@ -243,7 +259,8 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
                         FROM follower_history
                         WHERE fetched_at >= :lo AND fetched_at < :hi)
                     DELETE FROM follower_history h USING ranked x
-                    WHERE h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
+                    WHERE h.fetched_at >= :lo AND h.fetched_at < :hi  -- only the week's partitions
+                      AND h.id = x.id AND h.fetched_at = x.fetched_at AND x.n > 1
                       AND NOT {_PROTECTED_READING}"""
                 ),
                 {**params, "lo": day, "hi": end},
