@@ -16,11 +16,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def use_database(url: str) -> None:
+    """Point the services at database `url`, as its owner: a DATABASE_APP_URL inherited from the
+    caller (the test suite's) names another database."""
+    from config import get_settings
+    from db.engine import dispose_engine
+
+    os.environ["DATABASE_URL"] = url
+    os.environ.pop("DATABASE_APP_URL", None)
+    get_settings.cache_clear()
+    dispose_engine()
+
+
 def start_database(name: str) -> str:
     """Create a fresh, migrated database for this bench; returns its URL and sets DATABASE_URL."""
     import psycopg
 
-    from config import get_settings
     from db import embedded
     from db.engine import dispose_engine
     from db.migrate import upgrade
@@ -33,9 +44,7 @@ def start_database(name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{database}"')
     url = urlunparse(urlparse(admin)._replace(path=f"/{database}"))
-    os.environ["DATABASE_URL"] = url
-    get_settings.cache_clear()
-    dispose_engine()
+    use_database(url)
     upgrade(url)
 
     def drop() -> None:

@@ -48,8 +48,6 @@ import page_times
 import psycopg
 import resolve
 
-from config import get_settings
-from db.engine import dispose_engine
 from services.money.integrity import check_integrity, check_recent
 from services.ops import retention
 from services.resolution import resolver
@@ -553,13 +551,6 @@ def make_artifacts(url: str, root: Path) -> int:
     return retention.artifact_bytes(root)
 
 
-def use(url: str) -> None:
-    """Point the services at database `url`."""
-    os.environ["DATABASE_URL"] = url
-    get_settings.cache_clear()
-    dispose_engine()
-
-
 def sweep_once(tag: str) -> float:
     """Seconds for a sweep over SWEEP_MARKETS due markets built on the current database."""
     with resolve.standins():
@@ -589,15 +580,15 @@ def against_empty(empty: str, year: str) -> dict[str, float]:
     samples: dict[str, list[float]] = {}
     with KolscanStandin(variant="big", big_rows=STORE_ROWS, bucket=1) as site:
         for db in (empty, year):  # the first store of a run creates the KOLs: not timed
-            use(db)
+            _common.use_database(db)
             store_once(site)
         for round_ in range(ROUNDS):
             for name, db in (("empty", empty), ("year", year)):
-                use(db)
+                _common.use_database(db)
                 samples.setdefault(f"sweep_{name}_s", []).append(sweep_once(f"round{round_}"))
             for _ in range(STORES_PER_ROUND):  # a store is short: several per round
                 for name, db in (("empty", empty), ("year", year)):
-                    use(db)
+                    _common.use_database(db)
                     samples.setdefault(f"store_{name}_s", []).append(store_once(site))
                 progress(name, {k: round(v[-1], 3) for k, v in samples.items()})
     return {key: statistics.median(values) for key, values in samples.items()}
@@ -647,7 +638,7 @@ def main() -> None:
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
     figures.update(against_empty(empty, url))
-    use(url)
+    _common.use_database(url)
     figures["sweep_ratio"] = figures["sweep_year_s"] / figures["sweep_empty_s"]
     figures["store_ratio"] = figures["store_year_s"] / figures["store_empty_s"]
     figures["db_bytes_before_retention"] = retention.database_bytes()

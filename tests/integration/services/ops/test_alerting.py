@@ -187,7 +187,9 @@ def test_a_mute_window_sends_nothing_and_the_firing_follows_when_it_ends(
     wait_for(lambda: len(hook.received()) == 1, 20, "the late firing")
     assert hook.received()[0]["title"] == "[FIRING] Integrity violation"
     audit_rows = rows(
-        db, "SELECT username, action, result FROM audit_log WHERE target_type = 'alert_rule'"
+        db,
+        "SELECT username, action, result FROM audit_log WHERE target_type = 'alert_rule'"
+        " ORDER BY id",
     )
     assert audit_rows == [
         ("ana", "mute_alert_rule", "OK"),
