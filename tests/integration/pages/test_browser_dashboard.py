@@ -8,19 +8,14 @@ look at.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from config import PROJECT_ROOT, get_settings
 from services.ops import audit, auth, operator
-from services.sources.scraper import CHROMIUM_ARGS
-from tests.conftest import running_dashboard
 from tests.support.accounts import principal
+from tests.support.browser import settled, shot
 from tests.support.pages import (
     DEPOSIT,
     balances,
@@ -34,44 +29,10 @@ from tests.support.settling import settle
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 HOSTILE_KOL = '<img src=x onerror="document.title=1">'
 HOSTILE_TITLE = "Will **Eve** ![t](http://198.51.100.1/t.png) stay <b>up</b>?"
 TIMEOUT_MS = 30_000
-
-
-@pytest.fixture()
-def dashboard(db: str, tmp_path: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free loopback port, on the test database; always stopped."""
-    log_path = tmp_path / "streamlit.log"
-    with running_dashboard(log_path, {**os.environ, "DATABASE_URL": db}) as url:
-        yield url
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
-
-
-@pytest.fixture()
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=get_settings().chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _shot(page: Page, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.wait_for_timeout(500)  # let charts and tables paint
-    page.screenshot(path=str(path))
-    return path
-
-
-def _settled(page: Page) -> None:
-    """Wait until Streamlit has no script run in flight."""
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 def _log_in(page: Page, base: str, username: str) -> None:
@@ -99,20 +60,20 @@ def test_operator_cancels_an_overdue_market_through_the_dialog(
     _log_in(page, dashboard, "olga")
     expect(page.get_by_role("heading", name="Market health")).to_be_visible()
     expect(page.get_by_text("Needs attention, on hold or overdue (1)")).to_be_visible()
-    _settled(page)
-    _shot(page, "01-overview")
+    settled(page)
+    shot(page, "01-overview", full_page=False)
 
     # The overview links the overdue market by its deep link.
     page.get_by_role("link", name=f"Market #{s.market_id}").click()
     expect(page.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
     assert page.url == f"{dashboard}/markets?market={s.market_id}"
-    _settled(page)
+    settled(page)
     # Database text is shown literally: no image or HTML from the title or the KOL name.
     expect(page.get_by_text(HOSTILE_TITLE, exact=True)).to_be_visible()
     assert page.locator("img[src='x'], img[src*='198.51.100.1']").count() == 0
     assert page.title() != "1"
     expect(page.get_by_text("Overdue:")).to_be_visible()
-    _shot(page, "03-market-detail")
+    shot(page, "03-market-detail", full_page=False)
 
     page.get_by_role("button", name="Cancel & refund").click()
     dialog = page.get_by_role("dialog")
@@ -124,15 +85,15 @@ def test_operator_cancels_an_overdue_market_through_the_dialog(
     dialog.get_by_label("Reason (required, kept in the audit log)").fill(
         "KOL data never arrived; refunding"
     )
-    _shot(page, "04-cancel-dialog")
+    shot(page, "04-cancel-dialog", full_page=False)
     dialog.get_by_label("Reason (required, kept in the audit log)").press("Control+Enter")
     confirm.click()
     expect(
         page.get_by_text("Cancelled and refunded 4 bets: 3 users got 225.50 back.")
     ).to_be_visible()
     expect(page.get_by_role("dialog")).to_have_count(0)
-    _settled(page)
-    _shot(page, "05-market-cancelled")
+    settled(page)
+    shot(page, "05-market-cancelled", full_page=False)
 
     assert market_row(s.market_id) == {
         "status": "CANCELLED",
@@ -152,14 +113,14 @@ def test_operator_cancels_an_overdue_market_through_the_dialog(
 
     page.get_by_role("button", name="← All markets").click()
     expect(page.get_by_role("heading", name="Markets", exact=True)).to_be_visible()
-    _settled(page)
-    _shot(page, "02-markets-list")
+    settled(page)
+    shot(page, "02-markets-list", full_page=False)
 
     nav = page.get_by_test_id("stSidebarNav")
     nav.get_by_role("link", name="Audit log").click()
     expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
-    _settled(page)
-    _shot(page, "06-audit-log")
+    settled(page)
+    shot(page, "06-audit-log", full_page=False)
     assert audit.recent(action="cancel_and_refund", username="olga")[0]["result"] == "OK"
 
     # Every other page the navigation offers an operator renders without an error.
@@ -170,8 +131,8 @@ def test_operator_cancels_an_overdue_market_through_the_dialog(
     for i, name in enumerate(others, start=7):
         nav.get_by_role("link", name=name).click()
         expect(page.get_by_role("heading").first).to_be_visible()
-        _settled(page)
-        _shot(page, f"{i:02d}-{re.sub(r'[^a-z]+', '-', name.lower()).strip('-')}")
+        settled(page)
+        shot(page, f"{i:02d}-{re.sub(r'[^a-z]+', '-', name.lower()).strip('-')}", full_page=False)
 
 
 def test_a_pasted_deep_link_opens_the_market_after_login(

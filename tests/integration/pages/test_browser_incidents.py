@@ -7,47 +7,24 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 import scheduler
-from config import PROJECT_ROOT, get_settings
+from config import get_settings
 from services.ops import alerting, auth, jobs
-from services.sources.scraper import CHROMIUM_ARGS
 from standins.webhook_standin import WebhookStandin
 from tests.conftest import Standins, running_dashboard
 from tests.support.alerts import incidents, rows
+from tests.support.browser import settled, shot
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 TIMEOUT_MS = 30_000
 COMMENT = "kolscan answers 500; watching, will cancel nothing by hand"
-
-
-@pytest.fixture()
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=get_settings().chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SCREENSHOTS / f"incidents-{name}.png"), full_page=True)
-
-
-def _settled(page: Page) -> None:
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 def test_an_outage_incident_is_acknowledged_and_closes_when_the_outage_ends(
@@ -87,15 +64,15 @@ def test_an_outage_incident_is_acknowledged_and_closes_when_the_outage_ends(
             page.get_by_role("textbox", name="Password").fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_text("Open incidents: 1")).to_be_visible()
-            _settled(page)
-            _shot(page, "01-overview")
+            settled(page)
+            shot(page, "incidents-01-overview")
 
             page.get_by_role("link", name="Incident inbox").click()
             expect(page.get_by_role("heading", name="Incidents", exact=True)).to_be_visible()
             expect(page.get_by_text("Open incidents (1)")).to_be_visible()
             expect(page.get_by_text("Alerts are sent to: json://")).to_be_visible()
-            _settled(page)
-            _shot(page, "02-inbox")
+            settled(page)
+            shot(page, "incidents-02-inbox")
 
             page.get_by_role("link", name=f"Incident #{incident_id}").click()
             expect(page.get_by_role("heading", name=f"Incident #{incident_id}")).to_be_visible()
@@ -104,16 +81,16 @@ def test_an_outage_incident_is_acknowledged_and_closes_when_the_outage_ends(
             expect(page.get_by_role("link", name="Scrape runs #")).to_be_visible()
             # No delivery worker runs in this test: the timeline shows the message queued.
             expect(page.get_by_text("delivery pending").first).to_be_visible()
-            _settled(page)
-            _shot(page, "03-incident-open")
+            settled(page)
+            shot(page, "incidents-03-incident-open")
 
             page.get_by_role("button", name="Acknowledge").click()
             expect(page.get_by_text("a non-empty comment is required")).to_be_visible()
             page.get_by_label("Comment (required, kept in the audit log)").fill(COMMENT)
             page.get_by_role("button", name="Acknowledge").click()
             expect(page.get_by_text(f"Acknowledged by ana: {COMMENT}")).to_be_visible()
-            _settled(page)
-            _shot(page, "04-incident-acknowledged")
+            settled(page)
+            shot(page, "incidents-04-incident-acknowledged")
             assert incidents(db) == [("scrape_failing", "ACKNOWLEDGED")]
             audit_rows = rows(
                 db,
@@ -129,12 +106,12 @@ def test_an_outage_incident_is_acknowledged_and_closes_when_the_outage_ends(
             assert alerting.evaluate().counts["resolved"] == 1
             expect(page.get_by_text("CLOSED").first).to_be_visible()
             expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
-            _settled(page)
-            _shot(page, "05-incident-closed")
+            settled(page)
+            shot(page, "incidents-05-incident-closed")
             assert incidents(db) == [("scrape_failing", "CLOSED")]
 
             page.get_by_role("button", name="← All incidents").click()
             expect(page.get_by_text("Open incidents (0)")).to_be_visible()
-            _settled(page)
+            settled(page)
         assert "Traceback" not in log_path.read_text(), log_path.read_text()
     get_settings.cache_clear()

@@ -11,34 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from config import PROJECT_ROOT, get_settings
 from services.money.integrity import check_integrity
 from services.ops import audit, auth
-from services.sources.scraper import CHROMIUM_ARGS
 from services.views import proposals as proposal_views
 from services.vocabulary import Verdict
 from tests.conftest import running_dashboard
+from tests.support.browser import settled, shot
 from tests.support.interventions import plant
 from tests.support.pages import market_row, overdue_market_with_bets, settlement_count
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 TIMEOUT_MS = 30_000
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture()
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=get_settings().chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _dashboard(db: str, tmp_path: Path, **env: str) -> Iterator[str]:
@@ -46,21 +34,6 @@ def _dashboard(db: str, tmp_path: Path, **env: str) -> Iterator[str]:
     with running_dashboard(log_path, {**os.environ, "DATABASE_URL": db, **env}) as url:
         yield url
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SCREENSHOTS / f"interventions-{name}.png"), full_page=True)
-
-
-def _settled(page: Page) -> None:
-    """Wait until Streamlit has run the script for the last interaction (one that has not
-    started yet included: a click during a run restarts it)."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 def _logged_in(browser: Browser, base: str, username: str, path: str = "") -> Page:
@@ -77,13 +50,13 @@ def _logged_in(browser: Browser, base: str, username: str, path: str = "") -> Pa
 def _go(page: Page, name: str) -> None:
     page.get_by_test_id("stSidebarNav").get_by_role("link", name=name).click()
     expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
-    _settled(page)
+    settled(page)
 
 
 def _pick_run(page: Page, run_id: int) -> None:
     page.get_by_test_id("stSelectbox").filter(has_text="Run").click()
     page.get_by_role("option", name=f"#{run_id} ").click()
-    _settled(page)
+    settled(page)
 
 
 def test_an_analyst_quarantines_a_run_and_an_operator_applies_its_reevaluation(
@@ -102,11 +75,11 @@ def test_an_analyst_quarantines_a_run_and_an_operator_applies_its_reevaluation(
         dialog.get_by_label("Reason (required, kept in the audit log)").fill(
             "Alpha and Beta swapped ranks on the page"
         )
-        _shot(ana, "01-quarantine-dialog")
+        shot(ana, "01-quarantine-dialog")
         dialog.get_by_label("Reason (required, kept in the audit log)").press("Control+Enter")
         dialog.get_by_role("button", name="Quarantine run").click()
         expect(ana.get_by_text(f"Run {planted.run_id} quarantined.")).to_be_visible()
-        _settled(ana)
+        settled(ana)
         # An analyst sees what it changes but cannot apply it.
         _pick_run(ana, planted.run_id)
         expect(ana.get_by_text("Applying it needs the operator role.")).to_be_visible()
@@ -118,15 +91,15 @@ def test_an_analyst_quarantines_a_run_and_an_operator_applies_its_reevaluation(
         expect(section).to_be_visible()
         expect(olga.get_by_text("Applying re-settles 2 markets and refunds 1")).to_be_visible()
         section.scroll_into_view_if_needed()
-        _shot(olga, "02-reevaluation-preview")
+        shot(olga, "02-reevaluation-preview")
         reason = olga.get_by_label("Reason for applying (required, kept in the audit log)")
         reason.fill("run quarantined: re-settling from the next good snapshot")
         reason.press("Control+Enter")
         olga.get_by_role("button", name="Apply re-evaluation").click()
         expect(olga.get_by_text("Applied: 4 of 4 markets changed or confirmed")).to_be_visible()
-        _settled(olga)
+        settled(olga)
         expect(olga.get_by_text("No market's active settlement rests on this run")).to_be_visible()
-        _shot(olga, "03-reevaluation-applied")
+        shot(olga, "03-reevaluation-applied")
 
     for market_id, verdict in planted.expected.items():
         row = market_row(market_id)
@@ -150,35 +123,35 @@ def test_a_big_refund_waits_for_a_second_operator(
     for base in _dashboard(db, tmp_path, APPROVAL_MIN_AMOUNT="100"):
         olga = _logged_in(browser, base, "olga", f"/markets?market={s.market_id}")
         expect(olga.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
-        _settled(olga)
+        settled(olga)
         olga.get_by_role("button", name="Cancel & refund").click()
         dialog = olga.get_by_role("dialog")
         dialog.get_by_label("Reason (required, kept in the audit log)").fill("KOL data is bad")
         dialog.get_by_label("Reason (required, kept in the audit log)").press("Control+Enter")
         dialog.get_by_role("button", name="Confirm cancel & refund").click()
         expect(olga.get_by_text("recorded as proposal #")).to_be_visible()
-        _settled(olga)
-        _shot(olga, "04-proposed")
+        settled(olga)
+        shot(olga, "04-proposed")
         assert market_row(s.market_id)["status"] == "OPEN"
 
         # The proposer sees it waiting but cannot approve it.
         olga.get_by_test_id("stSidebarNav").get_by_role("link", name="Overview").click()
         expect(olga.get_by_text("Proposals waiting for approval (1)")).to_be_visible()
-        _settled(olga)
+        settled(olga)
         expect(
             olga.get_by_text("Every waiting proposal is yours: another operator must decide them.")
         ).to_be_visible()
 
         otto = _logged_in(browser, base, "otto")
         expect(otto.get_by_text("Proposals waiting for approval (1)")).to_be_visible()
-        _settled(otto)
+        settled(otto)
         otto.get_by_label("Note (kept in the audit log)").fill("checked the feed: agreed")
         otto.get_by_label("Note (kept in the audit log)").press("Enter")
-        _shot(otto, "05-approval-waiting")
+        shot(otto, "05-approval-waiting")
         otto.get_by_role("button", name="Approve").click()
         expect(otto.get_by_text("approved: 1 markets carried out.")).to_be_visible()
-        _settled(otto)
-        _shot(otto, "06-approved")
+        settled(otto)
+        shot(otto, "06-approved")
 
     assert market_row(s.market_id)["status"] == "CANCELLED"
     assert settlement_count(s.market_id) == {"REFUND": 1}
@@ -196,25 +169,25 @@ def test_an_operator_bulk_cancels_a_page_of_markets(
         olga = _logged_in(browser, base, "olga")
         _go(olga, "Markets")
         olga.get_by_text("every market on this page").click()
-        _settled(olga)
+        settled(olga)
         olga.get_by_role("button", name="Cancel & refund: 3 markets…").click()
         dialog = olga.get_by_role("dialog")
         expect(dialog.get_by_text("Markets to act on")).to_be_visible()
         expect(dialog.get_by_text("676.50")).to_be_visible()  # 3 x 225.50 back to users
         dialog.get_by_label("Reason (required, kept in the audit log)").fill("feed broken all day")
         dialog.get_by_label("Reason (required, kept in the audit log)").press("Control+Enter")
-        _settled(olga)
+        settled(olga)
         # (A wrong count is refused and changes nothing: tests/integration/services/ops.)
         typed = dialog.get_by_label("Type the number of markets (3) to confirm")
         typed.fill("3")
         typed.press("Enter")
-        _settled(olga)
+        settled(olga)
         assert {market_row(m.market_id)["status"] for m in markets} == {"OPEN"}
-        _shot(olga, "07-bulk-preview")
+        shot(olga, "07-bulk-preview")
         dialog.get_by_role("button", name="Confirm cancel & refund of 3 markets").click()
         expect(olga.get_by_text("Cancel & refund of 3 markets done — OK: 3.")).to_be_visible()
-        _settled(olga)
-        _shot(olga, "08-bulk-done")
+        settled(olga)
+        shot(olga, "08-bulk-done")
     for m in markets:
         assert market_row(m.market_id)["status"] == "CANCELLED"
         assert settlement_count(m.market_id) == {"REFUND": 1}

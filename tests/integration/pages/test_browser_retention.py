@@ -5,58 +5,26 @@ Screenshots go to test-artifacts/screenshots/ for a person to look at."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from config import PROJECT_ROOT, get_settings
 from services.ops import auth, jobs, retention
-from services.sources.scraper import CHROMIUM_ARGS
 from services.vocabulary import JobStatus
-from tests.conftest import running_dashboard
+from tests.support.browser import settled, shot
 from tests.support.money import register
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture()
-def dashboard(db: str, tmp_path: Path) -> Iterator[str]:
-    log_path = tmp_path / "streamlit.log"
-    with running_dashboard(log_path, {**os.environ, "DATABASE_URL": db}) as url:
-        yield url
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
-
-
-@pytest.fixture()
-def page() -> Iterator[Page]:
-    with sync_playwright() as pw:
-        browser: Browser = pw.chromium.launch(
-            executable_path=get_settings().chromium_path, args=CHROMIUM_ARGS
-        )
-        try:
-            p = browser.new_page(viewport={"width": 1440, "height": 1800})
-            p.set_default_timeout(30_000)
-            yield p
-        finally:
-            browser.close()
-
-
-def _settled(page: Page) -> None:
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(500)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+def page(browser: Browser) -> Page:
+    p = browser.new_page(viewport={"width": 1440, "height": 1800})
+    p.set_default_timeout(30_000)
+    return p
 
 
 def test_jobs_page_storage_and_ledger_full_audit_in_a_browser(
@@ -90,15 +58,15 @@ def test_jobs_page_storage_and_ledger_full_audit_in_a_browser(
     nav = page.get_by_test_id("stSidebarNav")
     nav.get_by_role("link", name="Jobs").click()
     expect(page.get_by_role("heading", name="Storage and retention")).to_be_visible()
-    _settled(page)
+    settled(page)
     expect(page.get_by_text("Database on disk")).to_be_visible()
     expect(page.get_by_text("Last retention run")).to_be_visible()
-    _shot(page, "19-jobs-storage")
+    shot(page, "19-jobs-storage")
 
     nav.get_by_role("link", name="Ledger & integrity").click()
     expect(page.get_by_role("heading", name="Ledger & integrity")).to_be_visible()
-    _settled(page)
+    settled(page)
     page.get_by_role("button", name="Run the full audit now").click()
     expect(page.get_by_text("Integrity clean")).to_be_visible()
-    _settled(page)
-    _shot(page, "19-ledger-full-audit")
+    settled(page)
+    shot(page, "19-ledger-full-audit")

@@ -7,21 +7,18 @@ period: a slow page and a leaking page look different.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from config import PROJECT_ROOT, get_settings
 from services.ops import audit, auth
-from services.sources.scraper import CHROMIUM_ARGS
 from tests.conftest import running_dashboard
+from tests.support.browser import settled, shot
 from tests.support.pages import market_row, overdue_market_with_bets
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 KOL = "Leaky McLeakface"
 TIMEOUT_MS = 30_000
@@ -50,25 +47,6 @@ ADDRESSES = [
 DATA = '[data-testid="stDataFrame"], [data-testid="stMetric"], [data-testid="stTable"]'
 
 
-@pytest.fixture()
-def dashboard(db: str, tmp_path: Path) -> Iterator[str]:
-    """A freshly started dashboard on the test database; always stopped."""
-    log_path = tmp_path / "streamlit.log"
-    with running_dashboard(log_path, {**os.environ, "DATABASE_URL": db}) as url:
-        yield url
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
-
-
-@pytest.fixture()
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=get_settings().chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def _login_form(page: Page) -> None:
     """Wait for the login form: the definite state of a visitor without a session."""
     expect(page.locator('input[name="password"]')).to_be_visible()
@@ -79,11 +57,6 @@ def _log_in(page: Page, username: str, password: str = PASSWORD) -> None:
     page.get_by_role("textbox", name="Username").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
-
-
-def _settled(page: Page) -> None:
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached")
-    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 @pytest.mark.parametrize("address", ADDRESSES)
@@ -98,7 +71,7 @@ def test_the_first_request_to_a_fresh_server_shows_only_the_login_form(
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(dashboard + address)
     _login_form(page)
-    _settled(page)
+    settled(page)
     assert page.locator(DATA).count() == 0
     assert KOL not in page.content()
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
@@ -130,7 +103,7 @@ def test_a_session_survives_reload_and_new_tabs_and_logout_kills_the_cookie(
     tab = context.new_page()
     tab.goto(f"{dashboard}/markets?market={s.market_id}")
     expect(tab.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
-    _settled(tab)
+    settled(tab)
 
     tab.get_by_role("button", name="Log out").click()
     _login_form(tab)
@@ -144,7 +117,7 @@ def test_a_session_survives_reload_and_new_tabs_and_logout_kills_the_cookie(
     stolen = thief.new_page()
     stolen.goto(f"{dashboard}/ledger")
     _login_form(stolen)
-    _settled(stolen)
+    settled(stolen)
     assert stolen.locator(DATA).count() == 0
 
 
@@ -166,7 +139,7 @@ def test_a_page_refreshing_on_its_own_stops_when_the_session_ends(
         [live] = [s for s in auth.list_sessions(actor=admin) if s["username"] == "vic"]
         auth.end_session(live["id"], actor=admin)
         _login_form(page)  # by itself, at the next refresh: no click, no reload
-        _settled(page)  # the run that drew the form has cleared the page's earlier elements
+        settled(page)  # the run that drew the form has cleared the page's earlier elements
         assert page.locator(DATA).count() == 0
 
 
@@ -182,7 +155,7 @@ def test_a_deactivated_accounts_open_session_cannot_act(
     page.goto(f"{dashboard}/markets?market={s.market_id}")
     _log_in(page, "olga")
     expect(page.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
-    _settled(page)
+    settled(page)
     page.get_by_role("button", name="Cancel & refund").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_label("Reason (required, kept in the audit log)").fill("feed broken")
@@ -211,9 +184,8 @@ def test_a_failed_login_says_the_same_for_unknown_and_wrong_and_keeps_the_deep_l
     expect(page.get_by_text("wrong username or password")).to_be_visible()
     _log_in(page, "olga", "wrong password!!")
     expect(page.get_by_text("wrong username or password")).to_be_visible()
-    _settled(page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "00-login-refused.png"))
+    settled(page)
+    shot(page, "00-login-refused", full_page=False)
     _log_in(page, "olga")
     expect(page.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
     assert page.url == f"{dashboard}/markets?market={s.market_id}"
