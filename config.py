@@ -154,6 +154,67 @@ class Settings:
     retention_artifact_budget_mb: int = 1024
     integrity_full_cron: str = "10 3 * * *"
 
+    # Single sign-on through an OpenID Connect provider (issue 15): on when the metadata URL,
+    # client id and client secret are all set; nothing set keeps local accounts only.
+    oidc_server_metadata_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)
+    # Signs Streamlit's identity cookie; empty: one generated and kept in var/dashboard.
+    oidc_cookie_secret: str = field(default="", repr=False)
+    oidc_provider_name: str = "single sign-on"
+    # Where the provider sends the browser back: DASHBOARD_URL's /oauth2callback, or (with
+    # DASHBOARD_URL unset) loopback on the port the dashboard serves, which Streamlit fills in.
+    oidc_redirect_uri: str = "http://127.0.0.1:{port}/oauth2callback"
+    # The username/password form beside SSO (break-glass admin); off only when SSO is on.
+    local_login: bool = True
+
+    @property
+    def sso_configured(self) -> bool:
+        return bool(self.oidc_server_metadata_url)
+
+    @property
+    def oidc_issuer(self) -> str:
+        """The issuer the provider's metadata URL names (OpenID Connect Discovery: the metadata
+        lives at ISSUER/.well-known/openid-configuration); only its ID tokens sign anyone in."""
+        return self.oidc_server_metadata_url.removesuffix(OIDC_DISCOVERY_PATH)
+
+
+OIDC_DISCOVERY_PATH = "/.well-known/openid-configuration"
+
+
+def _oidc() -> dict[str, object]:
+    """The single sign-on settings, checked together: all three of the provider's or none."""
+    metadata_url = _str("OIDC_SERVER_METADATA_URL", "")
+    client_id = _str("OIDC_CLIENT_ID", "")
+    client_secret = _str("OIDC_CLIENT_SECRET", "")
+    given = [bool(metadata_url), bool(client_id), bool(client_secret)]
+    if any(given) and not all(given):
+        raise ConfigError(
+            "single sign-on needs OIDC_SERVER_METADATA_URL, OIDC_CLIENT_ID and"
+            " OIDC_CLIENT_SECRET together (or none of them)"
+        )
+    if metadata_url and (
+        not metadata_url.startswith(("https://", "http://"))
+        or not metadata_url.endswith(OIDC_DISCOVERY_PATH)
+    ):
+        raise ConfigError(
+            f"OIDC_SERVER_METADATA_URL must be an http(s) URL ending in {OIDC_DISCOVERY_PATH},"
+            f" got {metadata_url!r}"
+        )
+    local_login = _str("LOCAL_LOGIN", "true").lower() in ("1", "true")
+    if not local_login and not metadata_url:
+        raise ConfigError("LOCAL_LOGIN=false needs single sign-on (OIDC_*) configured")
+    dashboard_url = _str("DASHBOARD_URL", "").rstrip("/")
+    return {
+        "oidc_server_metadata_url": metadata_url,
+        "oidc_client_id": client_id,
+        "oidc_client_secret": client_secret,
+        "oidc_cookie_secret": _str("OIDC_COOKIE_SECRET", ""),
+        "oidc_provider_name": _str("OIDC_PROVIDER_NAME", "single sign-on"),
+        "oidc_redirect_uri": (dashboard_url or "http://127.0.0.1:{port}") + "/oauth2callback",
+        "local_login": local_login,
+    }
+
 
 def setup_logging(level: int = logging.INFO) -> None:
     """One readable line per event on stdout; the embedded server's chatter kept quiet."""
@@ -245,4 +306,5 @@ def get_settings() -> Settings:
         retention_artifact_days=_positive("RETENTION_ARTIFACT_DAYS", 30),
         retention_artifact_budget_mb=_positive("RETENTION_ARTIFACT_BUDGET_MB", 1024),
         integrity_full_cron=_str("INTEGRITY_FULL_CRON", "10 3 * * *"),
+        **_oidc(),  # type: ignore[arg-type]
     )

@@ -8,16 +8,22 @@ X_API_BASE_URL and X_API_BEARER_TOKEN to run against real ones. Ctrl-C stops eve
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import tomllib
 import urllib.request
+from pathlib import Path
 
-from config import PROJECT_ROOT, get_settings, setup_logging
+from config import PROJECT_ROOT, ConfigError, Settings, get_settings, setup_logging
 from db.engine import libpq_url, owner_url
 from db.migrate import upgrade
 
@@ -58,8 +64,70 @@ def wait_http(
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
+# The dashboard's private files: Streamlit's secrets (its [auth] section, from the OIDC settings)
+# and the generated identity-cookie secret when OIDC_COOKIE_SECRET is unset.
+DASHBOARD_VAR = PROJECT_ROOT / "var" / "dashboard"
+
+
+def _private(path: Path, text: str, *, replace: bool) -> None:
+    """Write `text` to `path`, readable by this user only (0600), all at once: written to a
+    temporary file, then renamed over `path` (replace) or linked to it only if it is new."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def cookie_secret(settings: Settings) -> str:
+    """OIDC_COOKIE_SECRET, or one generated once and kept (so a restart keeps people signed in)."""
+    if settings.oidc_cookie_secret:
+        return settings.oidc_cookie_secret
+    path = DASHBOARD_VAR / "oidc-cookie-secret"
+    _private(path, secrets.token_urlsafe(48), replace=False)
+    return path.read_text().strip()
+
+
+def auth_secrets(settings: Settings, cookie: str) -> str:
+    """Streamlit's `[auth]` section for `st.login`, from the OIDC settings (one provider)."""
+    values = {
+        "redirect_uri": settings.oidc_redirect_uri,
+        "cookie_secret": cookie,
+        "client_id": settings.oidc_client_id,
+        "client_secret": settings.oidc_client_secret,
+        "server_metadata_url": settings.oidc_server_metadata_url,
+    }
+    # JSON strings are TOML basic strings, except for a few characters TOML refuses raw: the
+    # round trip proves the file says exactly the settings.
+    text = "[auth]\n" + "".join(
+        f"{k} = {json.dumps(v, ensure_ascii=False)}\n" for k, v in values.items()
+    )
+    try:
+        parsed = tomllib.loads(text)["auth"]
+    except tomllib.TOMLDecodeError:
+        parsed = None
+    if parsed != values:
+        raise ConfigError("the OIDC settings hold characters a Streamlit secrets file cannot")
+    return text
+
+
 def dashboard_args(port: int) -> list[str]:
-    """Python's arguments for `streamlit run app.py` on loopback `port`, headless, no telemetry."""
+    """Python's arguments for `streamlit run app.py` on loopback `port`, headless, no telemetry;
+    with single sign-on configured, the secrets file (0600) that holds Streamlit's [auth]."""
+    settings = get_settings()
+    secrets_args: list[str] = []
+    if settings.sso_configured:
+        path = DASHBOARD_VAR / f"streamlit-secrets-{port}.toml"
+        _private(path, auth_secrets(settings, cookie_secret(settings)), replace=True)
+        secrets_args = ["--secrets.files", str(path)]
     return [
         "-m",
         "streamlit",
@@ -73,6 +141,7 @@ def dashboard_args(port: int) -> list[str]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        *secrets_args,
     ]
 
 

@@ -1,15 +1,19 @@
-"""What every dashboard run does once the visitor is known: the login form for no one, else the
-navigation over the pages the account's role may use (every action is re-checked by the
-services, which also write the audit log)."""
+"""What every dashboard run does once the visitor is known: the login form for no one, the
+refusal for a single sign-on that opens no account, else the navigation over the pages the
+account's role may use (every action is re-checked by the services, which also write the audit
+log)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from config import get_settings
 from dashboard.routes import LOGIN_ERROR, LOGIN_PATH, LOGOUT_PATH
 from pages.ui import page_file
 from services.errors import ErrorCode
-from services.ops.auth import BAD_CREDENTIALS, Principal
+from services.ops import auth
+from services.ops.auth import BAD_CREDENTIALS, PASSWORD_LOGIN_OFF, Principal, SsoRefused
+from services.ops.sessions import COOKIE
 from services.vocabulary import Role
 
 # (section, page file, title, icon, url path, least role); the first page is the default.
@@ -31,16 +35,46 @@ PAGES = [
 _LOGIN_ERRORS = {
     ErrorCode.NOT_AUTHENTICATED.value: BAD_CREDENTIALS,
     ErrorCode.LOGIN_THROTTLED.value: "Too many failed logins: wait a while, then try again.",
+    ErrorCode.PERMISSION_DENIED.value: PASSWORD_LOGIN_OFF,
 }
 
 
+def visitor() -> Principal | SsoRefused | None:
+    """Who this run is for: the local session the cookie names; else, with single sign-on
+    configured, the sign-in Streamlit's identity cookie holds (`st.user`); else no one."""
+    principal = auth.resolve(st.context.cookies.get(COOKIE))
+    if principal is None and get_settings().sso_configured and st.user.is_logged_in:
+        return auth.sign_in_sso(st.user.to_dict(), st.context.ip_address)
+    return principal
+
+
+def _sso_button() -> None:
+    settings = get_settings()
+    if settings.sso_configured and st.button(
+        f"Sign in with {settings.oidc_provider_name}",
+        icon=":material/key:",
+        type="primary",
+        key="kolops_sso_login",
+    ):
+        st.login()
+
+
 def login_page() -> None:
-    """A plain HTML form posting to the login route, so browsers and password managers treat it
-    as a login (autocomplete username / current-password) and the route can set the cookie."""
+    """Single sign-on's button when it is configured, and (unless LOCAL_LOGIN is off) a plain
+    HTML form posting to the login route, so browsers and password managers treat it as a login
+    (autocomplete username / current-password) and the route can set the cookie."""
     st.title("KOL Market Ops")
     error = _LOGIN_ERRORS.get(st.query_params.get(LOGIN_ERROR, ""))
+    ended = st.session_state.get("sso_refused")
+    if ended:
+        st.warning(ended)
     if error:
         st.error(error)
+    _sso_button()
+    if not get_settings().local_login:
+        return
+    if get_settings().sso_configured:
+        st.caption("Or log in with a dashboard account:")
     st.html(
         f"""
         <form method="post" action="{LOGIN_PATH}" class="kolops-login" style="max-width: 24rem">
@@ -61,7 +95,23 @@ def login_page() -> None:
     )
 
 
-def _logout_button() -> None:
+def refused_page() -> None:
+    """A single sign-on that opens no account: why, in the same words whatever the reason, and
+    the way out (sign out of the provider's identity, to sign in as someone else)."""
+    st.title("KOL Market Ops")
+    st.error(st.session_state.get("sso_refused") or auth.SSO_REFUSED, icon=":material/block:")
+    if st.button("Log out", key="kolops_sso_logout"):
+        st.logout()
+
+
+def _logout_button(principal: Principal) -> None:
+    if principal.via_sso:
+        # Ends the dashboard session first (a copy of the identity cookie then opens nothing),
+        # then has Streamlit drop the identity cookie.
+        if st.button("Log out", key="kolops_sso_logout"):
+            auth.log_out_sso(st.user.to_dict())
+            st.logout()
+        return
     st.html(
         f"""
         <form method="post" action="{LOGOUT_PATH}">
@@ -73,19 +123,23 @@ def _logout_button() -> None:
     )
 
 
-def show(principal: Principal | None) -> None:
-    """Run the page the address names, as `principal` (None: the login form at every address)."""
+def show(found: Principal | SsoRefused | None) -> None:
+    """Run the page the address names, as the principal `found` (None: the login form at every
+    address; a refused single sign-on: the refusal, or the login form when its sign-in ended)."""
     st.set_page_config(page_title="KOL Market Ops", page_icon=":bar_chart:", layout="wide")
+    principal = found if isinstance(found, Principal) else None
     # Pages read the caller from here (pages.ui.principal); it is set on every run, so a session
     # that ended since the last run is gone from this run on.
     st.session_state["principal"] = principal
+    st.session_state["sso_refused"] = found.message if isinstance(found, SsoRefused) else None
     if principal is None:
-        # The login form answers at every page's address (and at any other), so a pasted deep
-        # link (/markets?market=42) is still the address once the user has logged in.
+        # The login form (or the refusal) answers at every page's address and at any other, so
+        # a pasted deep link (/markets?market=42) is still the address once the user is in.
+        page = refused_page if isinstance(found, SsoRefused) and not found.ended else login_page
         st.navigation(
-            [st.Page(login_page, title="Log in", icon=":material/login:", default=True)]
+            [st.Page(page, title="Log in", icon=":material/login:", default=True)]
             + [
-                st.Page(login_page, title="Log in", url_path=path)
+                st.Page(page, title="Log in", url_path=path)
                 for _, _, _, _, path, _ in PAGES
                 if path
             ],
@@ -106,5 +160,5 @@ def show(principal: Principal | None) -> None:
             )
     with st.sidebar:
         st.caption(f"Signed in as **{principal.username}** ({principal.role})")
-        _logout_button()
+        _logout_button(principal)
     st.navigation(sections).run()

@@ -565,7 +565,16 @@ class DashboardAccount(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_login_at: Mapped[dt.datetime | None]
+    # Single sign-on (issue 15, migration 0012): the verified email an identity provider vouches
+    # for that signs in as this account; one account per email, whatever its case.
+    sso_email: Mapped[str | None] = mapped_column(Text)
 
+
+Index(
+    "uq_dashboard_accounts_sso_email",
+    func.lower(DashboardAccount.sso_email),
+    unique=True,
+)
 
 # -- alerts, deliveries and incidents (migration 0008) --------------------------------------------
 

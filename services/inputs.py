@@ -8,6 +8,8 @@ and shown as text.
 
 from __future__ import annotations
 
+import re
+
 from services.errors import ErrorCode, ServiceError
 
 
@@ -24,4 +26,20 @@ def free_text(
         raise ServiceError(
             ErrorCode.INVALID_INPUT, f"the {what} has more than {max_len} characters"
         )
+    return text
+
+
+# -- single sign-on (issue 15) --------------------------------------------------------------------
+
+# Longest email accepted (RFC 5321's path limit).
+MAX_EMAIL = 254
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def email(value: object, *, what: str) -> str:
+    """An email address typed by a person: the free-text check, then one '@' between two
+    non-blank parts (whether the mailbox exists is the identity provider's business)."""
+    text = free_text(value, what=what, max_len=MAX_EMAIL)
+    if not _EMAIL.fullmatch(text):
+        raise ServiceError(ErrorCode.INVALID_INPUT, f"the {what} is not an email address")
     return text

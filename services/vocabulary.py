@@ -273,6 +273,8 @@ class SessionEnd(StrEnum):
     ENDED_BY_ADMIN = "ENDED_BY_ADMIN"
     DEACTIVATED = "DEACTIVATED"
     ROLE_CHANGED = "ROLE_CHANGED"
+    # Single sign-on (issue 15): the account's SSO email was set, changed or cleared.
+    SSO_CHANGED = "SSO_CHANGED"
 
 
 # -- interventions at scale (issue 17) ------------------------------------------------------------

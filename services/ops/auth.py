@@ -15,7 +15,8 @@ import datetime as dt
 import getpass
 import re
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, NoReturn
 
@@ -23,13 +24,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from config import get_settings
 from db.engine import transaction
 from db.models import DashboardAccount, LoginThrottle
+from services import inputs
 from services.errors import ErrorCode, ServiceError
-from services.ops import audit, sessions
+from services.ops import audit, identity, sessions
 from services.vocabulary import Result, Role, SessionEnd, ThrottleScope
 
 _hasher = PasswordHasher()
@@ -38,6 +41,11 @@ MIN_PASSWORD = 10
 _ROLES = frozenset(Role)
 # Every refused login says exactly this, whatever the reason (unknown, inactive, wrong password).
 BAD_CREDENTIALS = "wrong username or password"
+# What a password login is told when LOCAL_LOGIN is off (single sign-on only).
+PASSWORD_LOGIN_OFF = "Password login is off here: sign in with single sign-on."
+# What every refused single sign-on is told, whatever the reason (unknown, unverified, inactive).
+SSO_REFUSED = "This sign-in opens no dashboard account. Ask an admin to link your email to one."
+SSO_ENDED = "Your sign-in has ended: sign in again."
 # The codes `require` refuses with (it audits the refusal itself).
 CALLER_REFUSED = frozenset({ErrorCode.NOT_AUTHENTICATED, ErrorCode.PERMISSION_DENIED})
 
@@ -50,6 +58,8 @@ class Principal:
     username: str
     role: Role
     session_id: int | None = None
+    # Signed in through single sign-on (its session is named by the sign-in, not a cookie).
+    via_sso: bool = False
 
     def can(self, role: Role) -> bool:
         """Whether this principal holds at least `role`; a role outside the vocabulary holds
@@ -77,7 +87,7 @@ def _as_it_is_now(session: Session, principal: Principal, lock: bool) -> Princip
         session, principal.session_id, account.id
     ):
         return "session ended or expired"
-    return Principal(principal.username, Role(account.role), principal.session_id)
+    return replace(principal, role=Role(account.role))
 
 
 def require(session: Session, principal: Principal | None, role: Role, action: str) -> Principal:
@@ -213,6 +223,7 @@ def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
                     "username": a.username,
                     "role": a.role,
                     "active": a.active,
+                    "sso_email": a.sso_email,
                     "last_login_at": a.last_login_at,
                     "sessions": sum(1 for s in live if s["username"] == a.username),
                     "failed_logins": t.failures if t else 0,
@@ -220,6 +231,146 @@ def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
                 }
             )
         return out
+
+
+def set_sso_email(username: str, email: str | None, *, actor: Principal) -> None:
+    """Link an account to the verified email single sign-on vouches for (None or blank: unlink
+    it), audited in the same transaction. The account's open sessions end: an email it no longer
+    has must not keep signing in as it."""
+    value = None if email is None or not str(email).strip() else inputs.email(email, what="email")
+    with transaction() as session:
+        who = require(session, actor, Role.ADMIN, "set_sso_email")
+        before = session.execute(
+            select(DashboardAccount.id, DashboardAccount.sso_email)
+            .where(DashboardAccount.username == username)
+            .with_for_update()
+        ).first()
+        if before is None:
+            raise ServiceError(ErrorCode.NOT_FOUND, f"no account {username!r}")
+        if before.sso_email == value:
+            return
+        try:
+            # The unique index on lower(sso_email) decides, so two admins racing for one email
+            # cannot both win; the savepoint keeps this transaction usable for the message.
+            with session.begin_nested():
+                session.execute(
+                    update(DashboardAccount)
+                    .where(DashboardAccount.id == before.id)
+                    .values(sso_email=value)
+                )
+        except IntegrityError:
+            raise ServiceError(
+                ErrorCode.INVALID_INPUT, "that email already signs in as another account"
+            ) from None
+        ended = sessions.end(session, SessionEnd.SSO_CHANGED, account_id=before.id)
+        audit.record(
+            who,
+            action="set_sso_email",
+            target_type="dashboard_account",
+            target_id=username,
+            result=Result.OK,
+            before={"sso_email": before.sso_email},
+            after={"sso_email": value, "sessions_ended": len(ended)},
+            session=session,
+        )
+
+
+@dataclass(frozen=True)
+class SsoRefused:
+    """A single sign-on that opens nothing, with what to tell the visitor; `ended` when its
+    session had ended (they may sign in again), not when no account takes it."""
+
+    message: str
+    ended: bool = False
+
+
+def sign_in_sso(claims: Mapping[str, object], client_address: str | None) -> Principal | SsoRefused:
+    """The principal a single sign-on (Streamlit's `st.user` claims) stands for, its dashboard
+    session opened on first sight; or a refusal, audited with the email and the reason.
+
+    The session is named by the sign-in (identity.sign_in), so it has a local login's lifetime,
+    idle timeout and revocation, and a copy of the identity cookie replayed after it ended opens
+    nothing. Unknown, unverified and inactive are told the same."""
+    settings = get_settings()
+    found = identity.sign_in(claims, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id)
+    email = claims.get("email")
+    shown_email = str(email)[:64].replace("\x00", "\\0") if email else None
+    client_address = client_address[:64] if client_address else None
+    with transaction() as session:
+        reason = found if isinstance(found, str) else None
+        if isinstance(found, identity.Identity):
+            live = sessions.find_live(session, found.key)
+            if live is not None:
+                session_id, username, role = live
+                return Principal(username, Role(role), session_id, via_sso=True)
+            if sessions.ever_opened(session, found.key):
+                audit.record(
+                    None,
+                    action="sso_login",
+                    target_type="sso_email",
+                    target_id=shown_email,
+                    result=Result.REFUSED,
+                    detail=f"sign-in ended (logged out, expired or revoked) from {client_address}",
+                    session=session,
+                )
+                return SsoRefused(SSO_ENDED, ended=True)
+            account = session.execute(
+                select(
+                    DashboardAccount.id,
+                    DashboardAccount.username,
+                    DashboardAccount.role,
+                    DashboardAccount.active,
+                )
+                .where(func.lower(DashboardAccount.sso_email) == func.lower(found.email))
+                .with_for_update(read=True)
+            ).first()
+            if account is None:
+                reason = "no account has this email"
+            elif not account.active:
+                reason = f"account {account.username!r} is inactive"
+        if reason is not None:
+            audit.record(
+                None,
+                action="sso_login",
+                target_type="sso_email",
+                target_id=shown_email,
+                result=Result.REFUSED,
+                detail=f"{reason}, from {client_address}",
+                session=session,
+            )
+            return SsoRefused(SSO_REFUSED)
+        assert isinstance(found, identity.Identity) and account is not None
+        session_id = sessions.open_once(session, account.id, found.key, client_address)
+        if session_id is None:  # another tab of the same sign-in opened it a moment ago
+            live = sessions.find_live(session, found.key)
+            if live is None:
+                return SsoRefused(SSO_ENDED, ended=True)
+            return Principal(live[1], Role(live[2]), live[0], via_sso=True)
+        session.execute(
+            update(DashboardAccount)
+            .where(DashboardAccount.id == account.id)
+            .values(last_login_at=func.now())
+        )
+        principal = Principal(account.username, Role(account.role), session_id, via_sso=True)
+        audit.record(
+            principal,
+            action="sso_login",
+            target_type="sso_email",
+            target_id=shown_email,
+            result=Result.OK,
+            detail=client_address,
+            session=session,
+        )
+        return principal
+
+
+def log_out_sso(claims: Mapping[str, object]) -> None:
+    """End the dashboard session of a single sign-on (its identity cookie then opens nothing,
+    wherever a copy of it is)."""
+    settings = get_settings()
+    found = identity.sign_in(claims, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id)
+    if isinstance(found, identity.Identity):
+        log_out(found.key)
 
 
 def list_sessions(*, actor: Principal) -> list[dict[str, Any]]:
@@ -389,6 +540,16 @@ def log_in(username: str, password: str, client_address: str | None) -> tuple[Pr
     username = username.replace("\x00", "\\0")
     client_address = client_address.replace("\x00", "\\0")[:64] if client_address else None
     target = username[:64]
+    if not get_settings().local_login:
+        audit.record(
+            None,
+            action="login",
+            target_type="dashboard_account",
+            target_id=target,
+            result=Result.REFUSED,
+            detail=f"password login is off (LOCAL_LOGIN=false), from {client_address}",
+        )
+        raise ServiceError(ErrorCode.PERMISSION_DENIED, PASSWORD_LOGIN_OFF)
     policy = ThrottlePolicy.from_settings()
     subjects = _subjects(username, client_address)
     with transaction() as session:

@@ -13,7 +13,8 @@ import hashlib
 import secrets
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -46,18 +47,38 @@ def open_session(session: Session, account_id: int, client_address: str | None) 
     """A new session for the account (in the caller's transaction): (its id, its token). The
     token itself is never stored."""
     token = secrets.token_urlsafe(32)
+    session_id = open_once(session, account_id, token, client_address)
+    assert session_id is not None  # 256 random bits name no session yet
+    return session_id, token
+
+
+def open_once(
+    session: Session, account_id: int, token: str, client_address: str | None
+) -> int | None:
+    """A session named by `token`, unless one ever was (an ended one stays ended): its id, or
+    None. Single sign-on names a session by its sign-in (services.ops.identity), so a replayed
+    sign-in cannot open a second one."""
     lifetime = dt.timedelta(hours=get_settings().session_max_hours)
-    session_id = session.execute(
-        insert(DashboardSession)
+    return session.execute(
+        pg_insert(DashboardSession)
         .values(
             account_id=account_id,
             token_sha256=token_hash(token),
             client_address=client_address[:64] if client_address else None,
             expires_at=func.now() + lifetime,
         )
+        .on_conflict_do_nothing(index_elements=["token_sha256"])
         .returning(DashboardSession.id)
-    ).scalar_one()
-    return session_id, token
+    ).scalar_one_or_none()
+
+
+def ever_opened(session: Session, token: str) -> bool:
+    """Whether `token` names a session, live or not."""
+    return bool(
+        session.scalar(
+            select(DashboardSession.id).where(DashboardSession.token_sha256 == token_hash(token))
+        )
+    )
 
 
 def find_live(session: Session, token: str) -> tuple[int, str, str] | None:
