@@ -1,0 +1,177 @@
+"""Single sign-on (OIDC, `st.login`) in a real browser: the stand-in identity provider on
+127.0.0.1, `streamlit run app.py` configured for it, Debian's Chromium.
+
+Every check waits for a definite state (the login page, the refusal, or a page's heading)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from services.ops import audit, auth
+from tests.support.browser import settled, shot
+from tests.support.pages import market_row, overdue_market_with_bets
+from tests.support.sso import SIGN_IN, sso_dashboard, sso_sign_in
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery"
+TIMEOUT_MS = 30_000
+expect.set_options(timeout=TIMEOUT_MS)
+DATA = '[data-testid="stDataFrame"], [data-testid="stMetric"], [data-testid="stTable"]'
+
+
+def _login_page(page: Page) -> None:
+    expect(page.get_by_role("button", name=SIGN_IN)).to_be_visible()
+
+
+def _refused(page: Page) -> None:
+    expect(page.get_by_text(auth.SSO_REFUSED)).to_be_visible()
+    settled(page)
+    assert page.locator(DATA).count() == 0
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+
+
+def _admin() -> auth.Principal:
+    auth.create_account("ada", PASSWORD, "admin")
+    admin, _ = auth.log_in("ada", PASSWORD, "127.0.0.1")
+    return admin
+
+
+def test_a_verified_mapped_email_signs_in_survives_reload_and_logout_kills_the_cookie(
+    db: str, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = _admin()
+    auth.create_account("olga", PASSWORD, "operator")
+    auth.set_sso_email("olga", "Olga@Example.com", actor=admin)
+    s = overdue_market_with_bets(db)
+    with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log") as (url, _):
+        context = browser.new_context(viewport={"width": 1440, "height": 1100})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.goto(url)
+        _login_page(page)
+        # Local login stays beside SSO by default (break-glass).
+        expect(page.locator('input[name="password"]')).to_be_visible()
+        settled(page)
+        shot(page, "sso-01-login-page", full_page=False)
+
+        sso_sign_in(page, "olga@example.COM")  # the provider's case is not the admin's
+        expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+        expect(page.get_by_text("Signed in as olga (operator)")).to_be_visible()
+        [row] = [r for r in audit.recent(action="sso_login")]
+        assert (row["result"], row["username"]) == ("OK", "olga")
+        [live] = [x for x in auth.list_sessions(actor=admin) if x["username"] == "olga"]
+
+        page.reload()
+        expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+        tab = context.new_page()
+        tab.goto(f"{url}/markets?market={s.market_id}")
+        expect(tab.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
+        settled(tab)
+        # Reload and the new tab used the session the sign-in opened: no second one.
+        assert [x["id"] for x in auth.list_sessions(actor=admin) if x["username"] == "olga"] == [
+            live["id"]
+        ]
+        saved = context.cookies()
+        assert any(c["name"] == "_streamlit_user" for c in saved)
+
+        tab.get_by_role("button", name="Log out").click()
+        _login_page(tab)
+        assert not [x for x in auth.list_sessions(actor=admin) if x["username"] == "olga"]
+        assert [r["result"] for r in audit.recent(action="logout")] == ["OK"]
+
+        # The identity cookie saved before the logout, replayed from another browser: the
+        # sign-in it names has ended, so it opens nothing (and no new session).
+        thief = browser.new_context(viewport={"width": 1440, "height": 1100})
+        thief.set_default_timeout(TIMEOUT_MS)
+        thief.add_cookies(saved)  # type: ignore[arg-type]
+        stolen = thief.new_page()
+        stolen.goto(f"{url}/ledger")
+        expect(stolen.get_by_text(auth.SSO_ENDED)).to_be_visible()
+        _login_page(stolen)
+        settled(stolen)
+        assert stolen.locator(DATA).count() == 0
+        assert not [x for x in auth.list_sessions(actor=admin) if x["username"] == "olga"]
+        assert audit.recent(action="sso_login")[0]["result"] == "REFUSED"
+
+
+@pytest.mark.parametrize(
+    ("email", "verified", "reason"),
+    [
+        ("stranger@example.com", True, "no account has this email"),
+        ("olga@example.com", False, "email not verified"),
+        ("vic@example.com", True, "account 'vic' is inactive"),
+    ],
+)
+def test_an_unknown_unverified_or_inactive_email_gets_no_access_and_is_audited(
+    db: str,
+    browser: Browser,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    email: str,
+    verified: bool,
+    reason: str,
+) -> None:
+    admin = _admin()
+    auth.create_account("olga", PASSWORD, "operator")
+    auth.set_sso_email("olga", "olga@example.com", actor=admin)
+    auth.create_account("vic", PASSWORD, "viewer")
+    auth.set_sso_email("vic", "vic@example.com", actor=admin)
+    auth.set_active("vic", False, actor=admin)
+    with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log") as (url, _):
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        _login_page(page)
+        sso_sign_in(page, email, verified=verified)
+        _refused(page)
+        if reason == "email not verified":
+            shot(page, "sso-02-refused", full_page=False)
+        refusals = [r for r in audit.recent(action="sso_login") if r["result"] == "REFUSED"]
+        assert refusals and refusals[0]["target"] == f"sso_email:{email}"
+        assert refusals[0]["detail"].startswith(reason)
+        assert not [r for r in audit.recent(action="sso_login") if r["result"] == "OK"]
+        assert not auth.list_sessions(actor=admin)[1:]  # only the admin's own
+
+        # Every address answers with the refusal, and the way out is offered.
+        page.goto(f"{url}/ledger")
+        _refused(page)
+        page.get_by_role("button", name="Log out").click()
+        _login_page(page)
+        assert not [c for c in page.context.cookies() if c["name"] == "_streamlit_user"]
+
+
+def test_deactivating_the_account_while_its_sso_session_is_open_refuses_the_next_action(
+    db: str, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = _admin()
+    auth.create_account("olga", PASSWORD, "operator")
+    auth.set_sso_email("olga", "olga@example.com", actor=admin)
+    s = overdue_market_with_bets(db)
+    with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log") as (url, _):
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        _login_page(page)
+        sso_sign_in(page, "olga@example.com")
+        expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+        page.goto(f"{url}/markets?market={s.market_id}")
+        expect(page.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
+        settled(page)
+        page.get_by_role("button", name="Cancel & refund").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Reason (required, kept in the audit log)").fill("feed broken")
+
+        auth.set_active("olga", False, actor=admin)  # while her tab is open, mid-action
+
+        dialog.get_by_label("Reason (required, kept in the audit log)").press("Control+Enter")
+        dialog.get_by_role("button", name="Confirm cancel & refund").click()
+        expect(dialog.get_by_text("your account is not active: log in again")).to_be_visible()
+        page.reload()
+        # Her sign-in's session ended with the deactivation; the identity cookie opens nothing.
+        expect(page.get_by_text(auth.SSO_ENDED)).to_be_visible()
+        assert market_row(s.market_id)["status"] == "OPEN"
+        assert not [r for r in audit.recent(action="cancel_and_refund") if r["result"] == "OK"]
