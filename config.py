@@ -167,6 +167,8 @@ class Settings:
     oidc_redirect_uri: str = "http://127.0.0.1:{port}/oauth2callback"
     # The username/password form beside SSO (break-glass admin); off only when SSO is on.
     local_login: bool = True
+    # bin/run without OIDC settings: start the stand-in identity provider and use it.
+    demo_sso: bool = False
 
     @property
     def sso_configured(self) -> bool:
@@ -213,6 +215,7 @@ def _oidc() -> dict[str, object]:
         "oidc_provider_name": _str("OIDC_PROVIDER_NAME", "single sign-on"),
         "oidc_redirect_uri": (dashboard_url or "http://127.0.0.1:{port}") + "/oauth2callback",
         "local_login": local_login,
+        "demo_sso": _str("DEMO_SSO", "false").lower() in ("1", "true"),
     }
 
 

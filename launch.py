@@ -32,6 +32,8 @@ log = logging.getLogger("kolops.launch")
 KOLSCAN_STANDIN_PORT = 8601
 X_API_STANDIN_PORT = 8602
 WEBHOOK_STANDIN_PORT = 8603
+OIDC_STANDIN_PORT = 8604
+DEMO_OIDC_CLIENT = "kolops-demo"
 DEMO_X_TOKEN = "demo-standin-token"
 DEMO_PACE = {
     "MARKET_DURATION_FACTOR": "0.003",  # daily markets run ~4 minutes, weekly ~30
@@ -145,9 +147,33 @@ def dashboard_args(port: int) -> list[str]:
     ]
 
 
+def demo_sso_env(client_secret: str) -> dict[str, str]:
+    """The OIDC settings that point the dashboard at the stand-in identity provider (DEMO_SSO)."""
+    return {
+        "OIDC_SERVER_METADATA_URL": f"http://127.0.0.1:{OIDC_STANDIN_PORT}/.well-known/openid-configuration",
+        "OIDC_CLIENT_ID": DEMO_OIDC_CLIENT,
+        "OIDC_CLIENT_SECRET": client_secret,
+        "OIDC_PROVIDER_NAME": "the stand-in identity provider",
+    }
+
+
 def main() -> int:
     setup_logging()
     settings = get_settings()
+    demo_idp: list[str] = []
+    if settings.demo_sso and not settings.sso_configured:
+        # The launcher's own settings name the stand-in, so the secrets file it writes for the
+        # dashboard and the dashboard's environment agree.
+        client_secret = secrets.token_urlsafe(24)
+        os.environ.update(demo_sso_env(client_secret))
+        get_settings.cache_clear()
+        settings = get_settings()
+        redirect = settings.oidc_redirect_uri.replace("{port}", str(settings.dashboard_port))
+        demo_idp = [
+            "-m", "standins.oidc_standin", "--port", str(OIDC_STANDIN_PORT),
+            "--client-id", DEMO_OIDC_CLIENT, "--client-secret", client_secret,
+            "--redirect-uri", redirect,
+        ]  # fmt: skip
     env = dict(os.environ)
     children: list[subprocess.Popen[bytes]] = []
     py = sys.executable
@@ -190,6 +216,12 @@ def main() -> int:
         spawn("-m", "standins.webhook_standin", "--port", str(WEBHOOK_STANDIN_PORT))
         env["ALERT_CHANNELS"] = f"json://127.0.0.1:{WEBHOOK_STANDIN_PORT}/alerts"
         log.info("alerts go to the webhook stand-in at %s", env["ALERT_CHANNELS"])
+    if demo_idp:
+        spawn(*demo_idp)
+        wait_http(settings.oidc_server_metadata_url)
+        log.info(
+            "single sign-on through the stand-in identity provider at %s", settings.oidc_issuer
+        )
     # Demo data goes through the real services, in a child that sees the final environment.
     subprocess.run([py, "-m", "services.ops.demo"], cwd=PROJECT_ROOT, env=env, check=True)
 

@@ -1,5 +1,6 @@
 """Accounts (admins): the dashboard's accounts with their live sessions and failed logins; create
-one, change its role, deactivate or reactivate it, end a session, unlock a locked login.
+one, change its role, deactivate or reactivate it, link it to a single sign-on email, end a
+session, unlock a locked login.
 
 The navigation offers this page to admins only, and every call re-checks the role."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from config import get_settings
 from pages.ui import principal, show_refusal
 from services.errors import ServiceError
 from services.ops import auth
@@ -35,6 +37,7 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
+        "sso_email": st.column_config.TextColumn("SSO email"),
         "sessions": st.column_config.NumberColumn("live sessions"),
         "failed_logins": st.column_config.NumberColumn("failed logins"),
         "locked_until": st.column_config.DatetimeColumn("locked until", format="iso8601"),
@@ -104,6 +107,31 @@ else:
         "You cannot deactivate your own account here: another admin must. Deactivating an"
         " account or changing its role ends its sessions at once."
     )
+
+st.subheader("Single sign-on")
+st.caption(
+    "The verified email the identity provider vouches for that signs in as the account (any"
+    " case). Changing or removing it ends the account's sessions."
+    + ("" if get_settings().sso_configured else " Single sign-on is not configured here yet.")
+)
+by_user = {a["username"]: a for a in accounts}
+with st.form("sso_email"):
+    sso_name = st.selectbox(
+        "Account",
+        list(by_user),
+        format_func=lambda n: f"{n} ({by_user[n]['sso_email'] or 'no SSO email'})",
+        key="accounts_sso_pick",
+    )
+    sso_email = st.text_input("SSO email (empty: none)", key="accounts_sso_email")
+    link = st.form_submit_button("Set SSO email")
+if link:
+    try:
+        auth.set_sso_email(sso_name, sso_email, actor=who)
+    except ServiceError as exc:
+        show_refusal(exc)
+    else:
+        shown = sso_email.strip() or "no SSO email"
+        _done(f"Account {sso_name} now has {shown}.")
 
 st.subheader("Live sessions")
 if not sessions:

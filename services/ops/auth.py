@@ -235,8 +235,7 @@ def list_accounts(*, actor: Principal) -> list[dict[str, object]]:
 
 def set_sso_email(username: str, email: str | None, *, actor: Principal) -> None:
     """Link an account to the verified email single sign-on vouches for (None or blank: unlink
-    it), audited in the same transaction. The account's open sessions end: an email it no longer
-    has must not keep signing in as it."""
+    it), audited in the same transaction."""
     value = None if email is None or not str(email).strip() else inputs.email(email, what="email")
     with transaction() as session:
         who = require(session, actor, Role.ADMIN, "set_sso_email")
@@ -262,7 +261,13 @@ def set_sso_email(username: str, email: str | None, *, actor: Principal) -> None
             raise ServiceError(
                 ErrorCode.INVALID_INPUT, "that email already signs in as another account"
             ) from None
-        ended = sessions.end(session, SessionEnd.SSO_CHANGED, account_id=before.id)
+        # Sessions end when an email is changed or removed (one the account no longer has may
+        # have opened them); linking a first email leaves the password sessions alone.
+        ended = (
+            sessions.end(session, SessionEnd.SSO_CHANGED, account_id=before.id)
+            if before.sso_email is not None
+            else []
+        )
         audit.record(
             who,
             action="set_sso_email",

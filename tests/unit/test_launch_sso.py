@@ -129,3 +129,12 @@ def test_a_setting_toml_cannot_hold_is_refused(monkeypatch: pytest.MonkeyPatch) 
     _configure(monkeypatch, OIDC_CLIENT_SECRET="bad\x7fsecret")
     with pytest.raises(ConfigError, match="secrets file"):
         launch.dashboard_args(8599)
+
+
+def test_the_demo_switch_names_the_stand_in_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in launch.demo_sso_env("demo-secret").items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    s = get_settings()
+    assert s.sso_configured and s.oidc_issuer == f"http://127.0.0.1:{launch.OIDC_STANDIN_PORT}"
+    assert (s.oidc_client_id, s.oidc_client_secret) == (launch.DEMO_OIDC_CLIENT, "demo-secret")

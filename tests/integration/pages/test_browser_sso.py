@@ -5,6 +5,7 @@ Every check waits for a definite state (the login page, the refusal, or a page's
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,51 @@ def test_deactivating_the_account_while_its_sso_session_is_open_refuses_the_next
         expect(page.get_by_text(auth.SSO_ENDED)).to_be_visible()
         assert market_row(s.market_id)["status"] == "OPEN"
         assert not [r for r in audit.recent(action="cancel_and_refund") if r["result"] == "OK"]
+
+
+def test_with_nothing_configured_there_is_no_sso_and_the_local_login_works(
+    db: str, dashboard: str, browser: Browser
+) -> None:
+    auth.create_account("olga", PASSWORD, "operator")
+    page = browser.new_page(viewport={"width": 1440, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(dashboard)
+    expect(page.locator('input[name="password"]')).to_be_visible()
+    settled(page)
+    assert page.get_by_role("button", name=re.compile("Sign in with")).count() == 0
+    assert page.get_by_text("Or log in with a dashboard account").count() == 0
+    page.get_by_role("textbox", name="Username").fill("olga")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+    # Streamlit's own login route has no provider to send anyone to.
+    page.goto(f"{dashboard}/auth/login?provider=default")
+    expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+
+
+def test_with_local_login_off_only_sso_signs_in(
+    db: str, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    auth.create_account("olga", PASSWORD, "operator")
+    with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log", LOCAL_LOGIN="false") as (
+        url,
+        _,
+    ):
+        page = browser.new_page(viewport={"width": 1440, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        _login_page(page)
+        settled(page)
+        assert page.locator('input[name="password"]').count() == 0
+        # A password posted anyway (a saved form, a script) is refused and audited.
+        answer = page.request.post(
+            f"{url}/auth/login",
+            form={"username": "olga", "password": PASSWORD},
+            headers={"Origin": url, "Referer": f"{url}/"},
+            max_redirects=0,
+        )
+        assert (
+            answer.status == 303 and "login_error=PERMISSION_DENIED" in answer.headers["location"]
+        )
+        assert not [c for c in page.context.cookies() if c["name"] == "kolops_session"]
+        assert audit.recent(action="login")[0]["result"] == "REFUSED"

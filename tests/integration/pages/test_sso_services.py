@@ -11,9 +11,11 @@ from sqlalchemy import text
 
 from config import get_settings
 from db.engine import transaction
+from pages.ui import page_file
 from services.errors import ErrorCode, ServiceError
 from services.ops import audit, auth
 from services.ops.auth import Principal, SsoRefused
+from tests.support.pages import dashboard_app
 
 PASSWORD = "correct horse battery"
 ISSUER = "http://127.0.0.1:9/idp"
@@ -179,7 +181,10 @@ def test_an_admin_sets_an_accounts_sso_email_case_insensitively_unique_and_audit
     auth.create_account("olga", PASSWORD, "operator")
     auth.create_account("vic", PASSWORD, "viewer")
     auth.set_sso_email("olga", "  Olga@Example.com ", actor=admin)
-    [row] = audit.recent(action="set_sso_email")
+    auth.set_sso_email("ada", "ada@example.com", actor=admin)
+    # A first email leaves the account's (password) sessions alone: the admin is still in.
+    assert auth.check(admin, "admin", "probe").username == "ada"
+    row = audit.recent(action="set_sso_email")[-1]
     assert (row["result"], row["username"], row["target"]) == (
         "OK",
         "ada",
@@ -190,11 +195,11 @@ def test_an_admin_sets_an_accounts_sso_email_case_insensitively_unique_and_audit
         auth.set_sso_email("vic", "OLGA@example.COM", actor=admin)
     assert err.value.code == ErrorCode.INVALID_INPUT
     accounts = {a["username"]: a["sso_email"] for a in auth.list_accounts(actor=admin)}
-    assert accounts == {"ada": None, "olga": "Olga@Example.com", "vic": None}
+    assert accounts == {"ada": "ada@example.com", "olga": "Olga@Example.com", "vic": None}
     # Unlinking: the email then signs in as no one.
     auth.set_sso_email("olga", "", actor=admin)
     assert auth.sign_in_sso(_claims(), None) == SsoRefused(auth.SSO_REFUSED)
-    assert len(audit.recent(action="set_sso_email")) == 2
+    assert len(audit.recent(action="set_sso_email")) == 3
 
 
 @pytest.mark.parametrize(
@@ -230,3 +235,20 @@ def test_with_local_login_off_a_password_login_is_refused_and_audited(
     assert _code(lambda: auth.log_in("olga", PASSWORD, "10.0.0.1")) == ErrorCode.PERMISSION_DENIED
     [row] = audit.recent(action="login")
     assert row["result"] == "REFUSED" and "LOCAL_LOGIN=false" in row["detail"]
+
+
+def test_the_accounts_page_links_an_account_to_an_sso_email(db: str) -> None:
+    admin = _admin()
+    auth.create_account("olga", PASSWORD, "operator")
+    at = dashboard_app(admin)
+    at.run()
+    at.switch_page(page_file("accounts")).run()
+    assert not at.exception
+    at.selectbox(key="accounts_sso_pick").set_value("olga")
+    at.text_input(key="accounts_sso_email").input("not an email")
+    at.button(key="FormSubmitter:sso_email-Set SSO email").click().run()
+    assert [e.value.split("  \n")[0] for e in at.error] == ["the email is not an email address"]
+    at.text_input(key="accounts_sso_email").input("olga@example.com")
+    at.button(key="FormSubmitter:sso_email-Set SSO email").click().run()
+    assert [s.value for s in at.success] == ["Account olga now has olga@example.com."]
+    assert isinstance(auth.sign_in_sso(_claims(), None), Principal)
