@@ -65,9 +65,9 @@ def login_page() -> None:
     (autocomplete username / current-password) and the route can set the cookie."""
     st.title("KOL Market Ops")
     error = _LOGIN_ERRORS.get(st.query_params.get(LOGIN_ERROR, ""))
-    ended = st.session_state.get("sso_refused")
-    if ended:
-        st.warning(ended)
+    sso_ended = st.session_state.get("sso_refused")
+    if sso_ended:
+        st.warning(sso_ended)
     if error:
         st.error(error)
     _sso_button()
@@ -99,7 +99,7 @@ def refused_page() -> None:
     """A single sign-on that opens no account: why, in the same words whatever the reason, and
     the way out (sign out of the provider's identity, to sign in as someone else)."""
     st.title("KOL Market Ops")
-    st.error(st.session_state.get("sso_refused") or auth.SSO_REFUSED, icon=":material/block:")
+    st.error(st.session_state["sso_refused"], icon=":material/block:")
     if st.button("Log out", key="kolops_sso_logout"):
         st.logout()
 

@@ -327,7 +327,9 @@ def sign_in_sso(claims: Mapping[str, object], client_address: str | None) -> Pri
                     DashboardAccount.active,
                 )
                 .where(func.lower(DashboardAccount.sso_email) == func.lower(found.email))
-                .with_for_update(read=True)
+                # The lock its last_login_at update needs, taken now: tabs seeing one new
+                # sign-in at once queue here instead of deadlocking on the session's insert.
+                .with_for_update(key_share=True)
             ).first()
             if account is None:
                 reason = "no account has this email"

@@ -98,6 +98,12 @@ def test_a_verified_mapped_email_signs_in_survives_reload_and_logout_kills_the_c
         assert not [x for x in auth.list_sessions(actor=admin) if x["username"] == "olga"]
         assert audit.recent(action="sso_login")[0]["result"] == "REFUSED"
 
+        # Beside single sign-on, a dashboard account's password still logs in (break-glass).
+        stolen.get_by_role("textbox", name="Username").fill("olga")
+        stolen.get_by_label("Password").fill(PASSWORD)
+        stolen.get_by_role("button", name="Log in").click()
+        expect(stolen.get_by_text("Signed in as olga (operator)")).to_be_visible()
+
 
 @pytest.mark.parametrize(
     ("email", "verified", "reason"),

@@ -4,7 +4,9 @@ of an account's SSO email, and LOCAL_LOGIN (the browser side is in test_browser_
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import text
@@ -252,3 +254,20 @@ def test_the_accounts_page_links_an_account_to_an_sso_email(db: str) -> None:
     at.button(key="FormSubmitter:sso_email-Set SSO email").click().run()
     assert [s.value for s in at.success] == ["Account olga now has olga@example.com."]
     assert isinstance(auth.sign_in_sso(_claims(), None), Principal)
+
+
+def test_two_tabs_seeing_a_new_sign_in_at_once_share_one_session(db: str) -> None:
+    admin = _admin()
+    _olga(admin)
+    start = threading.Barrier(8)
+
+    def first_sight() -> Principal | SsoRefused:
+        start.wait()
+        return auth.sign_in_sso(_claims(), None)
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(lambda _: first_sight(), range(8)))
+    assert all(isinstance(p, Principal) for p in seen)
+    assert len({p.session_id for p in seen if isinstance(p, Principal)}) == 1
+    assert len([s for s in auth.list_sessions(actor=admin) if s["username"] == "olga"]) == 1
+    assert [r["result"] for r in audit.recent(action="sso_login")] == ["OK"]
