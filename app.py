@@ -1,4 +1,6 @@
-"""The operations dashboard: `streamlit run app.py` (or `bin/run` for everything).
+"""The operations dashboard: `streamlit run app.py` (or `bin/run` for everything). With single
+sign-on configured, start it with `launch.dashboard_args` (as bin/run does): they add the
+Streamlit secrets file that holds `st.login`'s [auth] section, written from the OIDC settings.
 
 This file is the web application: Streamlit's own server (st.App) with the login and logout
 routes, serving the Streamlit script `dashboard/script.py`. That script lives in a folder of its

@@ -43,8 +43,12 @@ def visitor() -> Principal | SsoRefused | None:
     """Who this run is for: the local session the cookie names; else, with single sign-on
     configured, the sign-in Streamlit's identity cookie holds (`st.user`); else no one."""
     principal = auth.resolve(st.context.cookies.get(COOKIE))
-    if principal is None and get_settings().sso_configured and st.user.is_logged_in:
-        return auth.sign_in_sso(st.user.to_dict(), st.context.ip_address)
+    if principal is None and get_settings().sso_configured:
+        # A mapping read (not st.user.is_logged_in, which raises when Streamlit was started
+        # without the launcher's [auth] secrets): no identity cookie, no sign-in to check.
+        claims = st.user.to_dict()
+        if claims.get("is_logged_in") is True:
+            return auth.sign_in_sso(claims, st.context.ip_address)
     return principal
 
 
