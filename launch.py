@@ -121,13 +121,18 @@ def auth_secrets(settings: Settings, cookie: str) -> str:
     return text
 
 
+def secrets_file(port: int) -> Path:
+    """The Streamlit secrets file of the dashboard on `port` (removed when it stops)."""
+    return DASHBOARD_VAR / f"streamlit-secrets-{port}.toml"
+
+
 def dashboard_args(port: int) -> list[str]:
     """Python's arguments for `streamlit run app.py` on loopback `port`, headless, no telemetry;
     with single sign-on configured, the secrets file (0600) that holds Streamlit's [auth]."""
     settings = get_settings()
     secrets_args: list[str] = []
     if settings.sso_configured:
-        path = DASHBOARD_VAR / f"streamlit-secrets-{port}.toml"
+        path = secrets_file(port)
         _private(path, auth_secrets(settings, cookie_secret(settings)), replace=True)
         secrets_args = ["--secrets.files", str(path)]
     return [
@@ -260,6 +265,7 @@ def main() -> int:
                 child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        secrets_file(settings.dashboard_port).unlink(missing_ok=True)
     return 0
 
 

@@ -114,14 +114,8 @@ st.caption(
     " case). Changing or removing it ends the account's sessions."
     + ("" if get_settings().sso_configured else " Single sign-on is not configured here yet.")
 )
-by_user = {a["username"]: a for a in accounts}
 with st.form("sso_email"):
-    sso_name = st.selectbox(
-        "Account",
-        list(by_user),
-        format_func=lambda n: f"{n} ({by_user[n]['sso_email'] or 'no SSO email'})",
-        key="accounts_sso_pick",
-    )
+    sso_name = st.selectbox("Account", [a["username"] for a in accounts], key="accounts_sso_pick")
     sso_email = st.text_input("SSO email (empty: none)", key="accounts_sso_email")
     link = st.form_submit_button("Set SSO email")
 if link:

@@ -8,10 +8,12 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
 
+import launch
 from config import get_settings
 from standins.oidc_standin import OidcStandin
 from tests.conftest import running_dashboard
@@ -42,7 +44,10 @@ def sso_dashboard(
         try:
             with running_dashboard(log_path, {**os.environ, "DATABASE_URL": db}) as url:
                 idp.redirect_uris.append(f"{url}/oauth2callback")
-                yield url, idp
+                try:
+                    yield url, idp
+                finally:
+                    launch.secrets_file(int(urlsplit(url).port or 0)).unlink(missing_ok=True)
         finally:
             get_settings.cache_clear()
 
