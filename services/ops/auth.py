@@ -299,7 +299,8 @@ def sign_in_sso(claims: Mapping[str, object], client_address: str | None) -> Pri
     settings = get_settings()
     found = identity.sign_in(claims, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id)
     email = claims.get("email")
-    shown_email = str(email)[:64].replace("\x00", "\\0") if email else None
+    # Escaped, then cut to the audit column (escaping a NUL makes the text longer).
+    shown_email = str(email).replace("\x00", "\\0")[:64] if email else None
     client_address = client_address[:64] if client_address else None
     with transaction() as session:
         reason = found if isinstance(found, str) else None

@@ -271,3 +271,13 @@ def test_two_tabs_seeing_a_new_sign_in_at_once_share_one_session(db: str) -> Non
     assert len({p.session_id for p in seen if isinstance(p, Principal)}) == 1
     assert len([s for s in auth.list_sessions(actor=admin) if s["username"] == "olga"]) == 1
     assert [r["result"] for r in audit.recent(action="sso_login")] == ["OK"]
+
+
+def test_a_nul_in_the_claimed_email_is_refused_and_audited_escaped(db: str) -> None:
+    """Defect: a 64-character email with a NUL grew to 65 once escaped for the audit row, past
+    its column, and the refusal failed with a raw database error."""
+    claims = _claims(email="\x00" + "a" * 51 + "@example.com")
+    assert auth.sign_in_sso(claims, None) == SsoRefused(auth.SSO_REFUSED)
+    [row] = audit.recent(action="sso_login")
+    assert row["target"] == "sso_email:" + ("\\0" + "a" * 51 + "@example.com")[:64]
+    assert row["detail"].startswith("the ID token has no usable email")
