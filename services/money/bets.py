@@ -7,8 +7,8 @@ price the trade with `services.money.pricing`, then write the bet, the position,
 user's bet count and post one balanced ledger transaction `bet:<bet_id>`, all in one statement.
 
 This is the hot path, so it runs on `db.engine.pipelined` in two round trips: BEGIN and both
-locks travel together, and so do the writes with the ledger post, and COMMIT. The bet's id is drawn
-with the market lock so that its ledger transaction can be queued behind it.
+locks travel together, and so do the statement of writes and ledger post, and COMMIT. The bet's id
+is drawn with the market lock so that its ledger transaction can be written with the bet.
 
 Row semantics other services rely on (settlement, refunds):
 - bets.amount: BUY the gross money paid (fee included), SELL the money received; bets.fee is 0
