@@ -12,7 +12,11 @@ pgbench runs right after the bets at the same level. At the largest level, the s
 bet again with a request key on every bet (`place_bet(request_key=...)`), compared with the same
 pgbench figure: the price of bets a caller can retry safely.
 
-    .venv/bin/python bench/bet_throughput.py [--seconds 10] [--clients 1,4,8]
+On a shared machine both figures drift with the load of other work, so `--rounds N` measures
+each level N times, each round a bets run and a pgbench run back to back, and reports the median
+of the rounds' ratios (and of each side's figures): one noisy round cannot make or break it.
+
+    .venv/bin/python bench/bet_throughput.py [--seconds 10] [--clients 1,4,8] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import datetime as dt
 import multiprocessing as mp
 import random
 import re
+import statistics
 import subprocess
 import time
 from decimal import Decimal
@@ -208,7 +213,16 @@ def _arguments() -> argparse.Namespace:
         default=CLIENTS,
         help="comma-separated client counts (default 1,4,8)",
     )
-    return parser.parse_args()
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="bets and pgbench runs back to back per level; medians reported (default 1)",
+    )
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
 
 
 def main() -> None:
@@ -218,37 +232,50 @@ def main() -> None:
     url = _common.start_database("bet_throughput")
     user_ids, markets = setup(max(clients))
     pg_args = pgbench_database(url)
-    bets: dict[int, float] = {}
-    tps: dict[int, float] = {}
-    for n in clients:  # each ratio's two sides measured back to back, under the same conditions
-        bets[n] = bets_per_second(n, user_ids, markets, run_s)
-        tps[n] = pgbench_tps(pg_args, n, run_s)
+    rounds: int = args.rounds
+    bets: dict[int, list[float]] = {n: [] for n in clients}
+    tps: dict[int, list[float]] = {n: [] for n in clients}
+    for _ in range(rounds):
+        for n in clients:  # each ratio's two sides measured back to back, under the same load
+            bets[n].append(bets_per_second(n, user_ids, markets, run_s))
+            tps[n].append(pgbench_tps(pg_args, n, run_s))
     top = max(clients)
     keyed = bets_per_second(top, user_ids, markets, run_s, keyed=True)  # right after pgbench
     integrity = check_integrity()  # fast and wrong would not count
     if not integrity.ok:
         raise RuntimeError(f"integrity broken after the bets: {integrity}")
+    median = statistics.median
+    ratio = {n: median(b / t for b, t in zip(bets[n], tps[n], strict=True)) for n in clients}
     rows = [
         (
             f"{n} client(s)",
-            f"{bets[n]:8.1f} bets/s   pgbench {tps[n]:8.1f} tps   ratio {bets[n] / tps[n]:.2f}",
+            f"{median(bets[n]):8.1f} bets/s   pgbench {median(tps[n]):8.1f} tps   ratio"
+            f" {ratio[n]:.2f}"
+            + (
+                ""
+                if rounds == 1
+                else "   (rounds: "
+                + " / ".join(f"{b / t:.2f}" for b, t in zip(bets[n], tps[n], strict=True))
+                + ")"
+            ),
         )
         for n in clients
     ] + [
         (
             f"{top} keyed",
-            f"{keyed:8.1f} bets/s   pgbench {tps[top]:8.1f} tps   ratio {keyed / tps[top]:.2f}"
-            "   (a request key on every bet)",
+            f"{keyed:8.1f} bets/s   pgbench {tps[top][-1]:8.1f} tps   ratio"
+            f" {keyed / tps[top][-1]:.2f}   (a request key on every bet, against the last round)",
         ),
         ("integrity after", "clean"),
     ]
     _common.report(
-        f"Bet placement vs pgbench TPC-B (scale 1): {MARKETS} shared markets, {run_s:g} s a run",
+        f"Bet placement vs pgbench TPC-B (scale 1): {MARKETS} shared markets, {run_s:g} s a run,"
+        f" {rounds} round(s), medians",
         rows,
-        {f"bets_per_s_{n}": bets[n] for n in clients}
-        | {f"pgbench_tps_{n}": tps[n] for n in clients}
-        | {f"ratio_{n}": bets[n] / tps[n] for n in clients}
-        | {f"bets_per_s_keyed_{top}": keyed, f"ratio_keyed_{top}": keyed / tps[top]},
+        {f"bets_per_s_{n}": median(bets[n]) for n in clients}
+        | {f"pgbench_tps_{n}": median(tps[n]) for n in clients}
+        | {f"ratio_{n}": ratio[n] for n in clients}
+        | {f"bets_per_s_keyed_{top}": keyed, f"ratio_keyed_{top}": keyed / tps[top][-1]},
     )
 
 

@@ -4,11 +4,11 @@ One database transaction per bet, retried whole on deadlock or serialization fai
 lock the market row, then the user row (always this order, so two bets never wait on each other
 in a cycle), check the market is open by database time, check the balance or the shares held,
 price the trade with `services.money.pricing`, then write the bet, the position, the pools and the
-user's bet count in one statement and post one balanced ledger transaction `bet:<bet_id>`.
+user's bet count and post one balanced ledger transaction `bet:<bet_id>`, all in one statement.
 
 This is the hot path, so it runs on `db.engine.pipelined` in two round trips: BEGIN and both
-locks travel together, and so do the writes, the ledger post and COMMIT. The bet's id is drawn
-with the market lock so that its ledger transaction can be queued behind it.
+locks travel together, and so do the statement of writes and ledger post, and COMMIT. The bet's id
+is drawn with the market lock so that its ledger transaction can be written with the bet.
 
 Row semantics other services rely on (settlement, refunds):
 - bets.amount: BUY the gross money paid (fee included), SELL the money received; bets.fee is 0
@@ -227,8 +227,10 @@ _POSITION_SELL = (
 
 
 def _write(position_sql: str) -> str:
-    return (
-        "WITH bet AS ("
+    """The bet, the position, the pools and the user's bet count, then the ledger post: one
+    statement (the writes are CTEs leading the ledger's own)."""
+    return ledger.post_sql(
+        "bet AS ("
         "  INSERT INTO bets (id, market_id, user_id, side, action, amount, fee, shares,"
         "                    price_before, price_after, request_key, max_slippage)"
         "  VALUES (%(bet_id)s, %(market_id)s, %(user_id)s, %(side)s, %(action)s, %(money)s,"
@@ -236,8 +238,8 @@ def _write(position_sql: str) -> str:
         "          %(max_slippage)s)),"
         f" position AS ({position_sql}),"
         " pools AS (UPDATE markets SET pool_yes = %(pool_yes)s, pool_no = %(pool_no)s"
-        "           WHERE id = %(market_id)s)"
-        " UPDATE users SET bets_count = bets_count + 1 WHERE id = %(user_id)s"
+        "           WHERE id = %(market_id)s),"
+        " counted AS (UPDATE users SET bets_count = bets_count + 1 WHERE id = %(user_id)s),"
     )
 
 
@@ -307,7 +309,8 @@ def _place(conn: psycopg.Connection[Any], r: _Request) -> BetReceipt:
     )
     conn.execute(
         _WRITE[action],
-        {
+        post  # the ledger's parameters (bet_id and market_id are the same in both)
+        | {
             "bet_id": bet_id,
             "market_id": market_id,
             "user_id": user_id,
@@ -324,8 +327,7 @@ def _place(conn: psycopg.Connection[Any], r: _Request) -> BetReceipt:
             "max_slippage": r.limits.max_slippage,
         },
     )
-    conn.execute(ledger.POST, post)
-    # Both travel with COMMIT when `pipelined` ends: the second round trip.
+    # It travels with COMMIT when `pipelined` ends: the second round trip.
     return BetReceipt(
         bet_id=bet_id,
         side=side,

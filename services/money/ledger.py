@@ -6,7 +6,8 @@ sum of their entries, updated in the same database transaction as the entries ar
 
 This module is the closed API every writer of money goes through (`__all__`):
 - `post(session, posting(...))` (or `transfer`) for a handful of known postings: one statement,
-  `POST`, which bet placement also queues in its pipeline;
+  `POST`; bet placement queues the same statement in its pipeline, its own writes leading it
+  (`post_sql`);
 - `begin` + set-based `INSERT ... SELECT` + `finish` for transactions with many entries
   (settlement);
 - `reverse` to undo a posted transaction entry by entry.
@@ -41,6 +42,7 @@ __all__ = [
     "money",
     "open_account",
     "post",
+    "post_sql",
     "posting",
     "refusal",
     "reverse",
@@ -244,11 +246,18 @@ def finish(session: Session, transaction_id: int) -> None:
         raise refused from None
 
 
-# Header, entries and balances in one statement: a single round trip on the hot path of every bet,
-# and one constant text (the postings travel as arrays), so each connection prepares it once.
-# Posting-list order is entry-id order.
-POST = """
-    WITH t AS (
+def post_sql(writes: str = "") -> str:
+    """The statement posting one transaction checked by `posting`: header, entries and balances,
+    returning the transaction's id. One constant text per caller (the postings travel as arrays),
+    so each connection prepares it once; posting-list order is entry-id order.
+
+    `writes`: the caller's own data-modifying CTEs (`name AS (...),` each), run in the same
+    statement, so that a hot path (bet placement) writes its rows and posts their money in one
+    statement instead of two.
+    """
+    return f"""
+    WITH {writes}
+    t AS (
         INSERT INTO ledger_transactions (idempotency_key, kind, market_id, bet_id, actor, memo)
         VALUES (%(key)s, %(kind)s, %(market_id)s, %(bet_id)s, %(actor)s, %(memo)s)
         RETURNING id),
@@ -264,6 +273,9 @@ POST = """
         FROM (SELECT account_id, sum(amount) AS delta FROM e GROUP BY account_id) d
         WHERE a.id = d.account_id)
     SELECT id FROM t"""
+
+
+POST = post_sql()
 
 
 def posting(

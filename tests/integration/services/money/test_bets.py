@@ -443,8 +443,8 @@ def _no_connection_left_in_a_transaction(db: str) -> bool:
 
 
 def test_a_ledger_post_the_database_refuses_rolls_the_whole_bet_back(world: World, db: str) -> None:
-    # The bet's row, position, pools and stats are written in the same batch as the post, just
-    # before it; a post the database refuses must take them all back.
+    # The bet's row, position, pools and stats are written by the same statement as the post
+    # (CTEs leading it); a post the database refuses must take them all back.
     with psycopg.connect(db, autocommit=True) as conn:
         row = conn.execute("SELECT id FROM accounts WHERE user_id = %s", (world.rich,)).fetchone()
         assert row is not None
