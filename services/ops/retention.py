@@ -224,8 +224,7 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
         # The oldest reading some kept market's evidence needs bounds what a month drop may take.
         oldest_needed = session.scalar(
             text(
-                f"WITH {_KEPT} SELECT min({_OLDEST_READING})"
-                " FROM kept k WHERE k.handle IS NOT NULL"
+                f"WITH {_KEPT} SELECT min({_OLDEST_READING}) FROM kept k WHERE k.handle IS NOT NULL"
             ),
             params,
         )
