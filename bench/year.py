@@ -74,7 +74,6 @@ PAGE_GOAL_S = 1.5
 PERIODIC_GOAL_S = 2.0
 RATIO_GOAL = 1.3
 SWEEP_MARKETS = 1000
-ROUNDS = 5
 STORES_PER_ROUND = 3
 STORE_ROWS = 1000
 
@@ -580,7 +579,9 @@ def store_once(site: KolscanStandin) -> float:
     return result.store_s
 
 
-def against_empty(empty: str, year: str) -> tuple[dict[str, float], list[tuple[str, str]]]:
+def against_empty(
+    empty: str, year: str, rounds: int
+) -> tuple[dict[str, float], list[tuple[str, str]]]:
     """Sweeps and stores interleaved between the empty database and the year's, each pair back
     to back (which goes first alternates), so both of a pair see the same machine (others share
     it). The ratios are the medians of the pairs' ratios: a pair that a burst of load elsewhere
@@ -602,7 +603,7 @@ def against_empty(empty: str, year: str) -> tuple[dict[str, float], list[tuple[s
     with KolscanStandin(variant="big", big_rows=STORE_ROWS, bucket=1) as site:
         for db in (empty, year):  # the first store of a run creates the KOLs: not timed
             store(db)
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             pair("sweep", lambda db, r=round_: sweep_once(db, f"round{r}"), round_)
             for i in range(STORES_PER_ROUND):  # a store is short: several per round
                 pair("store", store, round_ * STORES_PER_ROUND + i)
@@ -625,7 +626,11 @@ def timed(fn: object) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.1)
-    scale = parser.parse_args().scale
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="year/empty sweep pairs (each with 3 store pairs)"
+    )
+    args = parser.parse_args()
+    scale = args.scale
     n = sizes(scale)
     artifacts = Path(tempfile.mkdtemp(prefix="kolops-year-artifacts-"))
     os.environ["ARTIFACTS_DIR"] = str(artifacts)
@@ -659,7 +664,7 @@ def main() -> None:
         # What the checks and pages left to autovacuum is done before the comparison starts.
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
-    compared, samples = against_empty(empty, url)
+    compared, samples = against_empty(empty, url, args.rounds)
     figures.update(compared)
     rows += samples
     _common.use_database(url)
