@@ -18,9 +18,10 @@ Then, timed cold (read caches cleared): every dashboard page (a full AppTest ren
 `bench/page_times.py` does), the periodic integrity check, the full audit, a resolution sweep over
 1,000 due markets (built by `bench/resolve.py`, with both stand-ins) against the same on an empty
 database (`sweep_ratio`), a 1,000-row scrape's store against the same on an empty database
-(`store_ratio`), and retention: the database and artifacts on disk before it and after it (after
-VACUUM FULL of the pruned tables: the size the policy holds the database to; in production
-autovacuum reuses the freed space so the files stop growing there).
+(`store_ratio`; each ratio the median of interleaved year/empty pairs' ratios), and retention:
+the database and artifacts on disk before it and after it (after VACUUM FULL of the pruned
+tables: the size the policy holds the database to; in production autovacuum reuses the freed
+space so the files stop growing there).
 
     .venv/bin/python bench/year.py --scale 0.1     # ~minutes: the quick form
     .venv/bin/python bench/year.py --scale 1       # the year; see README for the figures
@@ -73,7 +74,6 @@ PAGE_GOAL_S = 1.5
 PERIODIC_GOAL_S = 2.0
 RATIO_GOAL = 1.3
 SWEEP_MARKETS = 1000
-ROUNDS = 3
 STORES_PER_ROUND = 3
 STORE_ROWS = 1000
 
@@ -551,10 +551,15 @@ def make_artifacts(url: str, root: Path) -> int:
     return retention.artifact_bytes(root)
 
 
-def sweep_once(tag: str) -> float:
-    """Seconds for a sweep over SWEEP_MARKETS due markets built on the current database."""
+def sweep_once(url: str, tag: str) -> float:
+    """Seconds for a sweep over SWEEP_MARKETS due markets built on the database `url`."""
+    _common.use_database(url)
     with resolve.standins():
         resolve.build(SWEEP_MARKETS, tag)
+        # The build's writes (and its VACUUM ANALYZE, far longer on the year) are flushed
+        # before the clock starts: the sweep is timed, not the flush of what came before it.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
         started = time.perf_counter()
         report = resolver.sweep(trigger="bench")
         took = time.perf_counter() - started
@@ -574,24 +579,42 @@ def store_once(site: KolscanStandin) -> float:
     return result.store_s
 
 
-def against_empty(empty: str, year: str) -> dict[str, float]:
-    """Sweeps and stores alternating between the empty database and the year's, so both see
-    the same machine (others share it); medians of ROUNDS each."""
+def against_empty(
+    empty: str, year: str, rounds: int
+) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    """Sweeps and stores interleaved between the empty database and the year's, each pair back
+    to back (which goes first alternates), so both of a pair see the same machine (others share
+    it). The ratios are the medians of the pairs' ratios: a pair that a burst of load elsewhere
+    slowed counts once, not in both medians. Also the medians of the times, and every sample."""
     samples: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {"sweep": [], "store": []}
+
+    def pair(what: str, once: Any, turn: int) -> None:
+        order = (("empty", empty), ("year", year))
+        took = {name: once(db) for name, db in (order if turn % 2 == 0 else order[::-1])}
+        for name, seconds in took.items():
+            samples.setdefault(f"{what}_{name}_s", []).append(seconds)
+        ratios[what].append(took["year"] / took["empty"])
+
+    def store(db: str) -> float:
+        _common.use_database(db)
+        return store_once(site)
+
     with KolscanStandin(variant="big", big_rows=STORE_ROWS, bucket=1) as site:
         for db in (empty, year):  # the first store of a run creates the KOLs: not timed
-            _common.use_database(db)
-            store_once(site)
-        for round_ in range(ROUNDS):
-            for name, db in (("empty", empty), ("year", year)):
-                _common.use_database(db)
-                samples.setdefault(f"sweep_{name}_s", []).append(sweep_once(f"round{round_}"))
-            for _ in range(STORES_PER_ROUND):  # a store is short: several per round
-                for name, db in (("empty", empty), ("year", year)):
-                    _common.use_database(db)
-                    samples.setdefault(f"store_{name}_s", []).append(store_once(site))
-                progress(name, {k: round(v[-1], 3) for k, v in samples.items()})
-    return {key: statistics.median(values) for key, values in samples.items()}
+            store(db)
+        for round_ in range(rounds):
+            pair("sweep", lambda db, r=round_: sweep_once(db, f"round{r}"), round_)
+            for i in range(STORES_PER_ROUND):  # a store is short: several per round
+                pair("store", store, round_ * STORES_PER_ROUND + i)
+            progress(f"round {round_}", {k: round(v[-1], 3) for k, v in samples.items()})
+    figures = {key: statistics.median(values) for key, values in samples.items()}
+    figures |= {f"{what}_ratio": statistics.median(r) for what, r in ratios.items()}
+    rows = [
+        (f"{key} samples", " ".join(f"{v:.3f}" for v in values))
+        for key, values in [*samples.items(), *((f"{w}_ratio", r) for w, r in ratios.items())]
+    ]
+    return figures, rows
 
 
 def timed(fn: object) -> float:
@@ -603,7 +626,11 @@ def timed(fn: object) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.1)
-    scale = parser.parse_args().scale
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="year/empty sweep pairs (each with 3 store pairs)"
+    )
+    args = parser.parse_args()
+    scale = args.scale
     n = sizes(scale)
     artifacts = Path(tempfile.mkdtemp(prefix="kolops-year-artifacts-"))
     os.environ["ARTIFACTS_DIR"] = str(artifacts)
@@ -637,10 +664,10 @@ def main() -> None:
         # What the checks and pages left to autovacuum is done before the comparison starts.
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")
-    figures.update(against_empty(empty, url))
+    compared, samples = against_empty(empty, url, args.rounds)
+    figures.update(compared)
+    rows += samples
     _common.use_database(url)
-    figures["sweep_ratio"] = figures["sweep_year_s"] / figures["sweep_empty_s"]
-    figures["store_ratio"] = figures["store_year_s"] / figures["store_empty_s"]
     figures["db_bytes_before_retention"] = retention.database_bytes()
     figures["artifact_bytes_before_retention"] = artifacts_before
     started = time.perf_counter()

@@ -9,6 +9,7 @@ too: a bound parameter, `literal_column(":grace")` in SQL text, or a literal val
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, between, func, literal, literal_column, not_, or_
@@ -107,6 +108,40 @@ def keeps_evidence(market: Any, window: Interval) -> ColumnElement[bool]:
     return or_(market.status == MarketStatus.OPEN.value, resettle_window_open(market, window))
 
 
+# -- resolution windows: which evidence stands for a market's close --------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A closed interval of instants: both ends count. Its bounds are Python datetimes or SQL
+    expressions alike (the same arithmetic builds both), so the resolver's Python and the SQL
+    that reads or keeps evidence test membership by this one definition."""
+
+    start: Any
+    end: Any
+
+    def holds(self, at: dt.datetime) -> bool:
+        """Whether the instant `at` lies in the window (Python bounds)."""
+        return bool(self.start <= at <= self.end)
+
+    def contains(self, at: Instant) -> ColumnElement[bool]:
+        """The same membership as a SQL condition on `at` (a column or expression)."""
+        return between(_sql_value(at), _sql_value(self.start), _sql_value(self.end))
+
+
+def snapshot_window(closes_at: Instant, lag: Interval) -> Window:
+    """When a leaderboard snapshot may decide a market closing at `closes_at`: taken from the
+    close to `lag` (MAX_SCRAPE_LAG_MINUTES) after it."""
+    return Window(closes_at, closes_at + lag)  # type: ignore[operator]
+
+
+def follower_window(closes_at: Instant, max_age: Interval, lag: Interval) -> Window:
+    """When a follower count may stand for the count at `closes_at`: fetched no more than
+    `max_age` (FOLLOWER_CACHE_MAX_AGE_MINUTES) before the close, nor more than `lag` after it.
+    `follower_count_usable` narrows it per market (not before the open, never after now)."""
+    return Window(closes_at - max_age, closes_at + lag)  # type: ignore[operator]
+
+
 def follower_count_usable(
     fetched_at: Instant,
     *,
@@ -118,17 +153,15 @@ def follower_count_usable(
 ) -> ColumnElement[bool]:
     """May a follower count fetched at `fetched_at` stand for the count at `closes_at`?
 
-    Usable iff `max(opens_at, closes_at - max_age) <= fetched_at <= min(now, closes_at + lag)`:
-    not older than the market's open nor `max_age` before the close (both bounds inclusive), not
-    later than the lag after the close that resolution allows, and never dated after now (a
-    count from the future is clock skew or a bad row, not an observation).
+    Usable iff it lies in `follower_window(closes_at, max_age, lag)` (both bounds inclusive), not
+    before the market's open, and never dated after now (a count from the future is clock skew
+    or a bad row, not an observation).
     """
-    close = _sql_value(closes_at)
-    return between(
-        _sql_value(fetched_at),
-        func.greatest(_sql_value(opens_at), close - _sql_value(max_age)),
-        func.least(_sql_value(now), close + _sql_value(lag)),
-    )
+    window = follower_window(_sql_value(closes_at), _sql_value(max_age), _sql_value(lag))
+    return Window(
+        func.greatest(_sql_value(opens_at), window.start),
+        func.least(_sql_value(now), window.end),
+    ).contains(fetched_at)
 
 
 def pinned_x_user_id(market: Any) -> ColumnElement[str]:

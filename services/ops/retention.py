@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import literal_column, text
+from sqlalchemy import DateTime, Interval, literal_column, text
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -68,6 +68,20 @@ _KEPT = f"""kept AS (
            CASE WHEN {_FOLLOWER_MARKET} THEN lower({_PINNED_HANDLE}) END AS handle
     FROM markets WHERE {_KEEPS})"""
 
+# The resolution windows of `db.rules`, over a kept market `k`: the snapshots that could decide
+# it, and the widest window of follower readings that could stand for its count at close.
+_CLOSE = literal_column("k.closes_at", DateTime(timezone=True))
+_LAG = literal_column("make_interval(mins => :lag)", Interval())
+_MAX_AGE = literal_column("make_interval(mins => :max_age)", Interval())
+_IN_SNAPSHOT_WINDOW = rules.sql(
+    rules.snapshot_window(_CLOSE, _LAG).contains(ScrapeRun.__table__.c.snapshot_at)
+)
+_IN_FOLLOWER_WINDOW = rules.sql(
+    rules.follower_window(_CLOSE, _MAX_AGE, _LAG).contains(
+        literal_column("h.fetched_at", DateTime(timezone=True))
+    )
+)
+
 _PROTECTED_RUNS = f"""{_KEPT},
 protected AS (
     SELECT (a.evidence ->> 'run_id')::bigint AS id
@@ -82,17 +96,13 @@ protected AS (
     -- into one).
     SELECT r.id FROM kept k CROSS JOIN LATERAL (
         SELECT scrape_runs.id FROM scrape_runs
-        WHERE scrape_runs.timeframe = k.timeframe AND {_USABLE}
-          AND scrape_runs.snapshot_at BETWEEN k.closes_at
-                                          AND k.closes_at + make_interval(mins => :lag)
+        WHERE scrape_runs.timeframe = k.timeframe AND {_USABLE} AND {_IN_SNAPSHOT_WINDOW}
         OFFSET 0) r
 )"""
 
-_PROTECTED_READING = """EXISTS (
-    SELECT 1 FROM kept k
-    WHERE k.handle = h.handle
-      AND h.fetched_at BETWEEN k.closes_at - make_interval(mins => :max_age)
-                           AND k.closes_at + make_interval(mins => :lag))"""
+_OLDEST_READING = rules.sql(rules.follower_window(_CLOSE, _MAX_AGE, _LAG).start)
+_PROTECTED_READING = f"""EXISTS (
+    SELECT 1 FROM kept k WHERE k.handle = h.handle AND {_IN_FOLLOWER_WINDOW})"""
 
 
 @dataclass(frozen=True)
@@ -214,8 +224,7 @@ def _follower_history(p: Policy, params: dict[str, Any]) -> tuple[dt.datetime, d
         # The oldest reading some kept market's evidence needs bounds what a month drop may take.
         oldest_needed = session.scalar(
             text(
-                f"WITH {_KEPT} SELECT min(k.closes_at) - make_interval(mins => :max_age)"
-                " FROM kept k WHERE k.handle IS NOT NULL"
+                f"WITH {_KEPT} SELECT min({_OLDEST_READING}) FROM kept k WHERE k.handle IS NOT NULL"
             ),
             params,
         )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import literal_column, text
+from sqlalchemy import DateTime, Interval, literal_column, text
 from sqlalchemy.orm import Session, aliased
 
 from config import get_settings
@@ -111,6 +111,7 @@ class _Pass:
     max_age: dt.timedelta
     trigger: str
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
+    # Per timeframe, the usable runs in the windows of the current batch's markets only.
     runs: dict[str, list[tuple[int, dt.datetime]]] = field(default_factory=dict)
     # The on-demand scrape of each timeframe, at most one per pass whatever the number of
     # batches: its result, or what it raised instead (a failed scrape all the same).
@@ -125,6 +126,12 @@ _DUE = rules.sql(rules.due(aliased(Market, name="m")))
 _HELD = rules.sql(rules.held(aliased(Market, name="m")))
 _GRACE_ENDS = rules.sql(rules.grace_ends(aliased(Market, name="m"), literal_column(":grace")))
 _USABLE = rules.sql(rules.usable_run(aliased(ScrapeRun, name="r")))
+_IN_WINDOW = rules.sql(
+    rules.snapshot_window(
+        literal_column("c.closes_at", DateTime(timezone=True)),
+        literal_column(":lag", Interval()),
+    ).contains(aliased(ScrapeRun, name="r").snapshot_at)
+)
 
 
 # -- claiming -------------------------------------------------------------------------------------
@@ -248,17 +255,23 @@ def _release(market_id: int) -> None:
 # -- evidence -------------------------------------------------------------------------------------
 
 
-def _runs(session: Session, timeframe: str) -> list[tuple[int, dt.datetime]]:
-    """Usable runs of a timeframe: succeeded (fully or partly), not quarantined."""
+def _runs(
+    session: Session, timeframe: str, closes: Iterable[dt.datetime], lag: dt.timedelta
+) -> list[tuple[int, dt.datetime]]:
+    """The usable runs of a timeframe in the snapshot window of any of the closes `closes`,
+    earliest first: one range look-up in the usable-snapshot index per close, so the read stays
+    as small as the batch however long the history."""
     return [
         (r.id, r.snapshot_at)
         for r in session.execute(
             text(
-                f"SELECT id, snapshot_at FROM scrape_runs r WHERE timeframe = :tf AND {_USABLE}"
-                " AND snapshot_at > now() - interval '40 days'"
-                " ORDER BY snapshot_at"
+                "SELECT DISTINCT r.id, r.snapshot_at"
+                " FROM unnest(CAST(:closes AS timestamptz[])) AS c(closes_at)"
+                " CROSS JOIN LATERAL (SELECT r.id, r.snapshot_at FROM scrape_runs r"
+                f"   WHERE r.timeframe = :tf AND {_USABLE} AND {_IN_WINDOW}) r"
+                " ORDER BY r.snapshot_at, r.id"
             ),
-            {"tf": timeframe},
+            {"tf": timeframe, "closes": sorted(set(closes)), "lag": lag},
         )
     ]
 
@@ -276,12 +289,20 @@ def _snapshot(session: Session, run_id: int) -> Snapshot:
     )
 
 
+def _evidence_window(p: _Pass, m: DueMarket) -> rules.Window:
+    """When the evidence that decides `m` must have been read (`db.rules`)."""
+    if m.definition.type in outcomes.FOLLOWER_TYPES:
+        return rules.follower_window(m.closes_at, p.max_age, p.lag)
+    return rules.snapshot_window(m.closes_at, p.lag)
+
+
 def _runs_in_window(p: _Pass, m: DueMarket) -> list[tuple[int, dt.datetime]]:
-    """The usable snapshots taken within [closes_at, closes_at + lag], earliest first."""
+    """The usable snapshots taken within the market's snapshot window, earliest first."""
+    window = rules.snapshot_window(m.closes_at, p.lag)
     return [
         (run_id, at)
         for run_id, at in p.runs.get(m.definition.timeframe or "", [])
-        if m.closes_at <= at <= m.closes_at + p.lag
+        if window.holds(at)
     ]
 
 
@@ -296,18 +317,16 @@ def _gather_snapshots(p: _Pass, markets: list[DueMarket], *, scrape: bool = True
     raises: what
     fails here becomes the evidence of the markets that needed it ("scrape failed"), decided
     inside their own error boundary, so it never stops the other markets."""
-    timeframes = sorted(
-        {
-            m.definition.timeframe
-            for m in markets
-            if m.definition.type in outcomes.LEADERBOARD_TYPES and m.definition.timeframe
-        }
-    )
+    closes: dict[str, set[dt.datetime]] = {}
+    for m in markets:
+        if m.definition.type in outcomes.LEADERBOARD_TYPES and m.definition.timeframe:
+            closes.setdefault(m.definition.timeframe, set()).add(m.closes_at)
+    timeframes = sorted(closes)
 
     def read_runs(tf: str) -> None:
         try:
             with read_session() as session:
-                p.runs[tf] = _runs(session, tf)
+                p.runs[tf] = _runs(session, tf, closes[tf], p.lag)
             p.unreadable.pop(tf, None)
         except Exception as exc:
             log.exception("reading the usable %s runs failed", tf)
@@ -322,7 +341,7 @@ def _gather_snapshots(p: _Pass, markets: list[DueMarket], *, scrape: bool = True
             m.definition.timeframe == tf
             and m.definition.type in outcomes.LEADERBOARD_TYPES
             and not _runs_in_window(p, m)
-            and p.now <= m.closes_at + p.lag
+            and _evidence_window(p, m).holds(p.now)
             for m in markets
         )
         if not needy:
@@ -362,7 +381,8 @@ def _gather_followers(p: _Pass, markets: list[DueMarket]) -> None:
 def _snapshot_evidence(p: _Pass, m: DueMarket) -> list[tuple[Evidence, dict[str, Any]]] | Undecided:
     """Every usable snapshot in the market's window, earliest first, with its record."""
     runs = _runs_in_window(p, m)
-    window = [m.closes_at.isoformat(), (m.closes_at + p.lag).isoformat()]
+    bounds = rules.snapshot_window(m.closes_at, p.lag)
+    window = [bounds.start.isoformat(), bounds.end.isoformat()]
     if not runs:
         timeframe = m.definition.timeframe or ""
         unreadable = p.unreadable.get(timeframe)
@@ -447,7 +467,7 @@ def _follower_evidence(p: _Pass, m: DueMarket) -> tuple[Evidence, dict[str, Any]
         # account can be matched to it, now or later.
         return Undecided(ErrorCode.MISSING_METADATA, "; ".join(problems))
     who = f"@{account.handle} (user {account.user_id})"
-    window_end = m.closes_at + p.lag
+    window_end = _evidence_window(p, m).end
     reading = p.readings.get(account.user_id)
     base = {
         "handle": account.handle,
@@ -660,7 +680,7 @@ def _resolve_one(m: DueMarket, p: _Pass, report: SweepReport) -> None:
         # Data that is stale now and can no longer become fresh is a permanent failure.
         too_late = (
             decision.code in (ErrorCode.STALE_SCRAPE_DATA, ErrorCode.STALE_FOLLOWER_DATA)
-            and p.now > m.closes_at + p.lag
+            and p.now > _evidence_window(p, m).end
         )
         if decision.code in TRANSIENT and not past_grace and not too_late:
             deferred = _attempt(

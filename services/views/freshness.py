@@ -60,6 +60,9 @@ _USABLE_AT_CLOSE = rules.sql(
         now=func.now(),
     )
 )
+_IN_SNAPSHOT_WINDOW = rules.sql(
+    rules.snapshot_window(_M.closes_at, _LAG).contains(aliased(ScrapeRun, name="r").snapshot_at)
+)
 _OPEN = MarketStatus.OPEN.value
 _FOLLOWER_GROWTH = MarketType.FOLLOWER_GROWTH.value
 
@@ -209,7 +212,7 @@ def scrape_ages() -> list[ScrapeAge]:
 # Due OPEN markets without the evidence the resolver needs, judged from the data held now: a
 # follower market needs a handle and a cached count usable at its close (the X API may still
 # answer, so these are at risk, not doomed); a leaderboard market needs a timeframe and a usable
-# snapshot taken within [closes_at, closes_at + lag].
+# snapshot taken within its snapshot window (`db.rules.snapshot_window`).
 _BLOCKED = f"""
     SELECT d.id AS market_id, d.type, d.title, d.closes_at,
            CASE WHEN d.code = '{ErrorCode.MISSING_METADATA}' THEN now()
@@ -224,7 +227,7 @@ _BLOCKED = f"""
                       WHEN m.timeframe IS NULL THEN '{ErrorCode.MISSING_METADATA}'
                       WHEN NOT EXISTS (SELECT 1 FROM scrape_runs r
                            WHERE r.timeframe = m.timeframe AND {_USABLE_RUN}
-                             AND r.snapshot_at BETWEEN m.closes_at AND m.closes_at + :lag)
+                             AND {_IN_SNAPSHOT_WINDOW})
                       THEN '{ErrorCode.STALE_SCRAPE_DATA}' END AS code
           FROM markets m
           WHERE {rules.sql(rules.due(_M))}) d

@@ -33,7 +33,7 @@ def test_year_bench_at_a_small_scale(admin_url: str) -> None:
     env = {**os.environ, "BENCH_ADMIN_DATABASE_URL": admin_url}
     env.pop("DATABASE_URL", None)
     done = subprocess.run(
-        [sys.executable, "bench/year.py", "--scale", "0.002"],
+        [sys.executable, "bench/year.py", "--scale", "0.002", "--rounds", "2"],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import literal_column, select, text
+from sqlalchemy import DateTime, Interval, literal_column, select, text
 from sqlalchemy.orm import aliased
 
 from db import rules
@@ -146,3 +147,53 @@ def test_release_adds_only_the_time_held_after_the_close(db: str) -> None:
     with read_session() as s:
         (stopped,) = s.execute(select(rules.held_after_close(m)).where(m.id == mid)).one()
     assert dt.timedelta(minutes=9) < stopped < dt.timedelta(minutes=11)
+
+
+# The resolution windows: the Python membership the resolver applies and the SQL one that the
+# resolver's reads, retention and the views render must agree, at each bound and a microsecond
+# beyond it.
+_CLOSE = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+_LAG = dt.timedelta(minutes=60)
+_MAX_AGE = dt.timedelta(minutes=30)
+_TICK = dt.timedelta(microseconds=1)
+# Offsets from the close, and whether an instant there lies in the window.
+_WINDOWS = {
+    "snapshot": {-_TICK: False, dt.timedelta(0): True, _LAG: True, _LAG + _TICK: False},
+    "follower": {
+        -_MAX_AGE - _TICK: False,
+        -_MAX_AGE: True,
+        dt.timedelta(0): True,
+        _LAG: True,
+        _LAG + _TICK: False,
+    },
+}
+
+
+def _window(name: str, close: Any, lag: Any, max_age: Any) -> rules.Window:
+    if name == "snapshot":
+        return rules.snapshot_window(close, lag)
+    return rules.follower_window(close, max_age, lag)
+
+
+@pytest.mark.parametrize("name", ["snapshot", "follower"])
+def test_python_and_sql_agree_on_a_resolution_window(db: str, name: str) -> None:
+    window = _window(name, _CLOSE, _LAG, _MAX_AGE)
+    # Rendered as the services render it: SQL text over bound parameters (retention, views).
+    rendered = text(
+        "SELECT "
+        + rules.sql(
+            _window(
+                name,
+                literal_column(":close", DateTime(timezone=True)),
+                literal_column(":lag", Interval()),
+                literal_column(":max_age", Interval()),
+            ).contains(literal_column(":at", DateTime(timezone=True)))
+        )
+    )
+    params = {"close": _CLOSE, "lag": _LAG, "max_age": _MAX_AGE}
+    with read_session() as s:
+        for offset, expected in _WINDOWS[name].items():
+            at = _CLOSE + offset
+            assert window.holds(at) is expected, offset
+            assert s.scalar(select(window.contains(at))) is expected, offset
+            assert s.scalar(rendered, {**params, "at": at}) is expected, offset

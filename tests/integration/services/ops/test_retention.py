@@ -16,6 +16,7 @@ from config import get_settings
 from db.engine import transaction
 from services.ops import retention
 from services.ops.retention_policy import REMOVED
+from services.resolution import resolver
 from services.vocabulary import MarketStatus
 from tests.support.factories import new_market
 from tests.support.money import plant_final
@@ -174,6 +175,31 @@ def test_retention_never_removes_evidence_of_open_or_recently_final_markets(db: 
     assert report.removed["scrape_runs"] == 3
     assert report.removed["scraped_kols"] == 6
     assert set(report.removed) == set(REMOVED)  # every count has its label on the Jobs page
+
+
+def test_the_resolver_and_retention_agree_on_the_snapshot_window(db: str, tmp_path: Path) -> None:
+    """A run at each bound of a market's snapshot window, and a microsecond outside it: the
+    runs a re-evaluation reads are exactly the runs retention keeps (one rule, `db.rules`)."""
+    lag = dt.timedelta(minutes=get_settings().max_scrape_lag_minutes)
+    tick = dt.timedelta(microseconds=1)
+    cases = {-tick: False, dt.timedelta(0): True, lag: True, lag + tick: False}
+    snapshot_after_start = dt.timedelta(seconds=19)  # as `_run` dates its snapshot
+    markets: dict[int, tuple[int, bool]] = {}
+    for day, (offset, inside) in enumerate(cases.items()):
+        closed = _ago(days=150 + day)  # a day apart: each window holds one run of the four
+        run = _run(db, started=closed + offset - snapshot_after_start)
+        market = _final_market(
+            db, MarketStatus.CANCELLED, closed=closed, final=_ago(days=1), timeframe="daily"
+        )
+        markets[market] = (run, inside)
+
+    found = resolver.reevaluate(list(markets), trigger="test")
+    retention.run(_policy(artifacts_dir=tmp_path))
+
+    alive = _alive(db, [run for run, _ in markets.values()])
+    for market, (run, inside) in markets.items():
+        assert (found[market].evidence.get("run_id") == run) is inside, (market, inside)
+        assert (run in alive) is inside, (market, inside)
 
 
 def test_a_shorter_resettle_window_releases_the_evidence(db: str) -> None:
