@@ -34,10 +34,12 @@ import _common  # sets sys.path: must come first
 # isort: split
 
 import argparse
+import atexit
 import datetime as dt
 import logging
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -633,6 +635,7 @@ def main() -> None:
     scale = args.scale
     n = sizes(scale)
     artifacts = Path(tempfile.mkdtemp(prefix="kolops-year-artifacts-"))
+    atexit.register(shutil.rmtree, artifacts, ignore_errors=True)  # a year's files: ~200 MB
     os.environ["ARTIFACTS_DIR"] = str(artifacts)
     rows: list[tuple[str, str]] = [
         ("scale", f"{scale:g}: " + ", ".join(f"{k}={v:,}" for k, v in n.items()))
