@@ -29,6 +29,13 @@ def free_text(
     return text
 
 
+def for_the_record(value: object, *, max_len: int | None = None) -> str:
+    """Untrusted text kept as evidence (who tried to log in, from where) instead of refused: a NUL,
+    which PostgreSQL text cannot hold, escaped as a backslash and 0, then cut to `max_len` (in that
+    order: the escape makes the text longer)."""
+    return str(value).replace("\x00", "\\0")[:max_len]
+
+
 # -- single sign-on (issue 15) --------------------------------------------------------------------
 
 # Longest email accepted (RFC 5321's path limit).

@@ -299,9 +299,8 @@ def sign_in_sso(claims: Mapping[str, object], client_address: str | None) -> Pri
     settings = get_settings()
     found = identity.sign_in(claims, issuer=settings.oidc_issuer, client_id=settings.oidc_client_id)
     email = claims.get("email")
-    # Escaped, then cut to the audit column (escaping a NUL makes the text longer).
-    shown_email = str(email).replace("\x00", "\\0")[:64] if email else None
-    client_address = client_address[:64] if client_address else None
+    shown_email = inputs.for_the_record(email, max_len=64) if email else None
+    client_address = inputs.for_the_record(client_address, max_len=64) if client_address else None
     with transaction() as session:
         reason = found if isinstance(found, str) else None
         if isinstance(found, identity.Identity):
@@ -545,8 +544,8 @@ def log_in(username: str, password: str, client_address: str | None) -> tuple[Pr
     username = username.strip() if isinstance(username, str) else ""
     password = password if isinstance(password, str) else ""
     # PostgreSQL text cannot hold NUL: such a name is looked up as no one, and audited escaped.
-    username = username.replace("\x00", "\\0")
-    client_address = client_address.replace("\x00", "\\0")[:64] if client_address else None
+    username = inputs.for_the_record(username)
+    client_address = inputs.for_the_record(client_address, max_len=64) if client_address else None
     target = username[:64]
     if not get_settings().local_login:
         audit.record(
