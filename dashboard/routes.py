@@ -1,10 +1,11 @@
 """The login and logout routes: plain HTML form POSTs, answered with the session cookie and a
 redirect. The cookie is HttpOnly (no script can read it), SameSite=Strict (no other site can
-send it) and Secure when served over HTTPS (or SESSION_COOKIE_SECURE)."""
+send it) and Secure when served over HTTPS (or SESSION_COOKIE_SECURE). And the single sign-on
+button's route, which remembers the page it was pressed on before `st.login` starts."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,6 +19,13 @@ from services.ops.sessions import COOKIE
 
 LOGIN_PATH = "/auth/login"
 LOGOUT_PATH = "/auth/logout"
+SSO_PATH = "/auth/sso"
+# The query parameter on which the login page starts single sign-on (st.login) at once.
+SSO_START = "sso"
+# The page a single sign-on was started from: Streamlit's callback always returns to the root,
+# so the shell opens this page once the sign-in is back. Lax: it rides the provider's redirect.
+AFTER_SSO = "kolops_after_sso"
+AFTER_SSO_SECONDS = 600
 # The query parameter the login form reads to say why the last attempt failed.
 LOGIN_ERROR = "login_error"
 
@@ -98,7 +106,26 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def sso(request: Request) -> Response:
+    """The single sign-on button: remember the page it was pressed on (its Referer, on this
+    site), then let the login page start `st.login`."""
+    if not get_settings().sso_configured:
+        return RedirectResponse("/", status_code=303)
+    response = RedirectResponse("/?" + urlencode({SSO_START: "1"}), status_code=303)
+    response.set_cookie(
+        AFTER_SSO,
+        quote(_return_to(request), safe=""),  # letters, digits and %XX: nothing to quote
+        max_age=AFTER_SSO_SECONDS,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+    )
+    return response
+
+
 ROUTES = [
     Route(LOGIN_PATH, login, methods=["POST"]),
     Route(LOGOUT_PATH, logout, methods=["POST"]),
+    Route(SSO_PATH, sso, methods=["GET"]),
 ]

@@ -5,10 +5,21 @@ log)."""
 
 from __future__ import annotations
 
+import html
+from urllib.parse import parse_qsl, unquote, urlsplit
+
 import streamlit as st
 
 from config import get_settings
-from dashboard.routes import LOGIN_ERROR, LOGIN_PATH, LOGOUT_PATH
+from dashboard.routes import (
+    AFTER_SSO,
+    LOGIN_ERROR,
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    SSO_PATH,
+    SSO_START,
+    local_target,
+)
 from pages.ui import page_file
 from services.errors import ErrorCode
 from services.ops import auth
@@ -53,14 +64,22 @@ def visitor() -> Principal | SsoRefused | None:
 
 
 def _sso_button() -> None:
+    """A link to the SSO route (which remembers the page it was pressed on), styled as the
+    primary button; back at the root with `?sso=1`, the login page starts `st.login`."""
     settings = get_settings()
-    if settings.sso_configured and st.button(
-        f"Sign in with {settings.oidc_provider_name}",
-        icon=":material/key:",
-        type="primary",
-        key="kolops_sso_login",
-    ):
+    if not settings.sso_configured:
+        return
+    if st.query_params.get(SSO_START):
+        del st.query_params[SSO_START]  # back from the provider, the button, not a loop
         st.login()
+    st.html(
+        f"""
+        <a href="{SSO_PATH}" target="_self" role="button" class="kolops-sso"
+           style="display:inline-block;padding:.45rem 1rem;border-radius:.5rem;
+                  background:#ff4b4b;color:white;text-decoration:none">
+          Sign in with {html.escape(settings.oidc_provider_name)}</a>
+        """
+    )
 
 
 def login_page() -> None:
@@ -165,4 +184,19 @@ def show(found: Principal | SsoRefused | None) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{principal.username}** ({principal.role})")
         _logout_button(principal)
-    st.navigation(sections).run()
+    navigation = st.navigation(sections)
+    if principal.signed_in_now:
+        _open_page_sso_started_from(sections)
+    navigation.run()
+
+
+def _open_page_sso_started_from(sections: dict[str, list[st.Page]]) -> None:
+    """Right after a new single sign-on, the page its button was pressed on (a pasted deep
+    link), if this role may open it; the cookie is re-checked as any outside input."""
+    target = urlsplit(local_target(unquote(st.context.cookies.get(AFTER_SSO) or "")))
+    page = next(
+        (p for pages in sections.values() for p in pages if p.url_path == target.path.strip("/")),
+        None,
+    )
+    if page is not None and target.path.strip("/"):
+        st.switch_page(page, query_params=dict(parse_qsl(target.query)))

@@ -16,7 +16,7 @@ import getpass
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, NoReturn
 
@@ -60,6 +60,9 @@ class Principal:
     session_id: int | None = None
     # Signed in through single sign-on (its session is named by the sign-in, not a cookie).
     via_sso: bool = False
+    # This run opened the session: a single sign-on seen for the first time (not part of who
+    # the principal is).
+    signed_in_now: bool = field(default=False, compare=False)
 
     def can(self, role: Role) -> bool:
         """Whether this principal holds at least `role`; a role outside the vocabulary holds
@@ -358,7 +361,9 @@ def sign_in_sso(claims: Mapping[str, object], client_address: str | None) -> Pri
             .where(DashboardAccount.id == account.id)
             .values(last_login_at=func.now())
         )
-        principal = Principal(account.username, Role(account.role), session_id, via_sso=True)
+        principal = Principal(
+            account.username, Role(account.role), session_id, via_sso=True, signed_in_now=True
+        )
         audit.record(
             principal,
             action="sso_login",

@@ -105,6 +105,42 @@ def test_a_verified_mapped_email_signs_in_survives_reload_and_logout_kills_the_c
         expect(stolen.get_by_text("Signed in as olga (operator)")).to_be_visible()
 
 
+def test_a_sign_in_started_on_a_deep_link_opens_that_page_once(
+    db: str, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamlit's callback always returns to the root: the page the button was pressed on is
+    opened once the sign-in is back, only right after it, and only if the role may open it."""
+    admin = _admin()
+    auth.create_account("olga", PASSWORD, "operator")
+    auth.set_sso_email("olga", "olga@example.com", actor=admin)
+    s = overdue_market_with_bets(db)
+    with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log") as (url, _):
+        context = browser.new_context(viewport={"width": 1440, "height": 1100})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.goto(f"{url}/markets?market={s.market_id}")
+        _login_page(page)
+        sso_sign_in(page, "olga@example.com")
+        expect(page.get_by_role("heading", name=f"Market #{s.market_id}")).to_be_visible()
+        assert page.url == f"{url}/markets?market={s.market_id}"
+
+        # Afterwards the root is the overview again: the remembered page was for that sign-in.
+        page.goto(url)
+        expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+        settled(page)
+        assert page.url.rstrip("/") == url
+
+        # A page the role may not open is not opened by a sign-in either.
+        page.get_by_role("button", name="Log out").click()
+        _login_page(page)
+        page.goto(f"{url}/accounts")
+        _login_page(page)
+        sso_sign_in(page, "olga@example.com")
+        expect(page.get_by_role("heading", name="Market health")).to_be_visible()
+        settled(page)
+        assert page.get_by_role("heading", name="Accounts").count() == 0
+
+
 @pytest.mark.parametrize(
     ("email", "verified", "reason"),
     [
