@@ -20,7 +20,7 @@ from dashboard.routes import (
     SSO_START,
     local_target,
 )
-from pages.ui import page_file
+from pages.ui import ENDED_BY_REFRESH, page_file
 from services.errors import ErrorCode
 from services.ops import auth
 from services.ops.auth import BAD_CREDENTIALS, PASSWORD_LOGIN_OFF, Principal, SsoRefused
@@ -82,11 +82,23 @@ def _sso_button() -> None:
     )
 
 
+@st.fragment(run_every=2)
+def _redraw_soon() -> None:
+    """Once, two seconds after a refreshing part's session ended: the whole login page again.
+    The page's other refreshing parts may have asked to run just before the page changed, and
+    Streamlit's answer to a part that no longer exists can blank the page (streamlit#9080)."""
+    if st.session_state.pop("redraw_due", False):
+        st.rerun(scope="app")
+    st.session_state["redraw_due"] = True
+
+
 def login_page() -> None:
     """Single sign-on's button when it is configured, and (unless LOCAL_LOGIN is off) a plain
     HTML form posting to the login route, so browsers and password managers treat it as a login
     (autocomplete username / current-password) and the route can set the cookie."""
     st.title("KOL Market Ops")
+    if st.session_state.pop(ENDED_BY_REFRESH, False):
+        _redraw_soon()
     error = _LOGIN_ERRORS.get(st.query_params.get(LOGIN_ERROR, ""))
     sso_ended = st.session_state.get("sso_refused")
     if sso_ended:

@@ -18,6 +18,9 @@ from services.ops.auth import Principal
 from services.vocabulary import MarketStatus, Result
 
 P = ParamSpec("P")
+# Set when a refreshing part found its session ended and ran the whole page again (the login form
+# then draws itself once more a moment later: see dashboard.shell.login_page).
+ENDED_BY_REFRESH = "ended_by_refresh"
 
 
 def principal() -> Principal:
@@ -39,6 +42,7 @@ def refreshing(every: float | dt.timedelta) -> Callable[[Callable[P, None]], Cal
         def checked(*args: P.args, **kwargs: P.kwargs) -> None:
             if not auth.still_valid(principal()):
                 st.session_state["principal"] = None
+                st.session_state[ENDED_BY_REFRESH] = True
                 st.rerun(scope="app")
             body(*args, **kwargs)
 
