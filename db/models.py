@@ -7,7 +7,9 @@ describe it for queries. Money and shares are NUMERIC and `Decimal`; timestamps 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -28,8 +30,9 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import DOMAIN, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.operators import OperatorClass
 
 from db.rules import usable_run
 from services.vocabulary import (
@@ -67,6 +70,33 @@ from services.vocabulary import sql_in as _in
 MONEY = Numeric(24, 6)
 SHARES = Numeric(24, 6)
 MONEY_SCALE = 6
+
+
+class _EnumDomain(DOMAIN):
+    """A domain over text that compares as text (SQLAlchemy 2.1's DOMAIN names no operator
+    class, and warns at every comparison)."""
+
+    operator_classes = OperatorClass.STRING
+
+
+_ENUMS: dict[str, _EnumDomain] = {}
+
+
+def _enum(values: type[StrEnum]) -> _EnumDomain:
+    """The type of a column holding a member of `values`: a domain named after the enum
+    (`MarketStatus`: `market_status`) whose CHECK lists the members.
+
+    A domain rather than a table CHECK because PostgreSQL re-reads a table's CHECKs from their
+    stored text for every statement that writes the table, whatever columns it sets: a bet's
+    pool update re-read the market's type, status, outcome and timeframe lists, a sixth of a
+    bet's server time. A domain's check is read once per session and runs only when a value is
+    stored in the column.
+    """
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", values.__name__).lower()
+    return _ENUMS.setdefault(
+        name, _EnumDomain(name, Text, constraint_name=f"{name}_value", check=_in("VALUE", values))
+    )
+
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -118,7 +148,6 @@ class Account(Base):
 
     __tablename__ = "accounts"
     __table_args__ = (
-        CheckConstraint(_in("kind", AccountKind), name="kind"),
         CheckConstraint(
             f"NOT {_in('kind', NON_NEGATIVE_ACCOUNTS)} OR balance >= 0", name="balance_nonneg"
         ),
@@ -137,7 +166,7 @@ class Account(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(_enum(AccountKind))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
     market_id: Mapped[int | None] = mapped_column(ForeignKey("markets.id"), unique=True)
     balance: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
@@ -157,9 +186,6 @@ class Kol(Base):
 class ScrapeRun(Base):
     __tablename__ = "scrape_runs"
     __table_args__ = (
-        CheckConstraint(_in("timeframe", Timeframe), name="timeframe"),
-        CheckConstraint(_in("trigger", ScrapeTrigger), name="trigger"),
-        CheckConstraint(_in("status", ScrapeStatus), name="status"),
         CheckConstraint(
             "NOT quarantined OR quarantine_reason IS NOT NULL", name="quarantine_reason"
         ),
@@ -168,14 +194,16 @@ class ScrapeRun(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    timeframe: Mapped[str] = mapped_column(String(16))
-    trigger: Mapped[str] = mapped_column(String(16))
+    timeframe: Mapped[str] = mapped_column(_enum(Timeframe))
+    trigger: Mapped[str] = mapped_column(_enum(ScrapeTrigger))
     source_url: Mapped[str] = mapped_column(Text)
     started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[dt.datetime | None]
     # When the rows were read off the page: the time the snapshot describes.
     snapshot_at: Mapped[dt.datetime | None]
-    status: Mapped[str] = mapped_column(String(16), server_default=ScrapeStatus.RUNNING.value)
+    status: Mapped[str] = mapped_column(
+        _enum(ScrapeStatus), server_default=ScrapeStatus.RUNNING.value
+    )
     rows_found: Mapped[int] = mapped_column(Integer, server_default="0")
     rows_stored: Mapped[int] = mapped_column(Integer, server_default="0")
     rows_rejected: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -282,9 +310,6 @@ class XApiState(Base):
 class Market(Base):
     __tablename__ = "markets"
     __table_args__ = (
-        CheckConstraint(_in("type", MarketType), name="type"),
-        CheckConstraint(_in("status", MarketStatus), name="status"),
-        CheckConstraint(f"outcome IS NULL OR {_in('outcome', Side)}", name="outcome_value"),
         CheckConstraint(
             f"(status = '{MarketStatus.RESOLVED}') = (outcome IS NOT NULL)",
             name="outcome_iff_resolved",
@@ -293,7 +318,6 @@ class Market(Base):
             f"(status = '{MarketStatus.CANCELLED}') = (cancel_reason IS NOT NULL)",
             name="reason_iff_cancelled",
         ),
-        CheckConstraint("timeframe IS NULL OR " + _in("timeframe", Timeframe), name="timeframe"),
         CheckConstraint("closes_at > opens_at", name="closes_after_opens"),
         CheckConstraint("pool_yes > 0 AND pool_no > 0", name="pools_pos"),
         Index("ix_markets_status_closes_at", "status", "closes_at"),
@@ -307,19 +331,19 @@ class Market(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    type: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(_enum(MarketType))
     title: Mapped[str] = mapped_column(Text)
     question_key: Mapped[str] = mapped_column(Text)
     kol_a_id: Mapped[int] = mapped_column(ForeignKey("kols.id"))
     kol_b_id: Mapped[int | None] = mapped_column(ForeignKey("kols.id"))
-    timeframe: Mapped[str | None] = mapped_column(String(16))
+    timeframe: Mapped[str | None] = mapped_column(_enum(Timeframe))
     threshold: Mapped[Decimal | None] = mapped_column(Numeric(24, 6))
     target_rank: Mapped[int | None] = mapped_column(Integer)
     baseline: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     opens_at: Mapped[dt.datetime]
     closes_at: Mapped[dt.datetime]
-    status: Mapped[str] = mapped_column(String(16), server_default=MarketStatus.OPEN.value)
-    outcome: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(_enum(MarketStatus), server_default=MarketStatus.OPEN.value)
+    outcome: Mapped[str | None] = mapped_column(_enum(Side))
     cancel_reason: Mapped[str | None] = mapped_column(String(64))
     cancel_detail: Mapped[str | None] = mapped_column(Text)
     resolved_at: Mapped[dt.datetime | None]
@@ -348,9 +372,6 @@ class Bet(Base):
 
     __tablename__ = "bets"
     __table_args__ = (
-        CheckConstraint(_in("side", Side), name="side"),
-        CheckConstraint(_in("action", TradeAction), name="action"),
-        CheckConstraint(_in("status", BetStatus), name="status"),
         CheckConstraint("amount > 0 AND fee >= 0 AND shares > 0", name="amounts_pos"),
         Index("ix_bets_market_user_side", "market_id", "user_id", "side", "action", "id"),
         Index("ix_bets_user_id", "user_id"),
@@ -368,14 +389,14 @@ class Bet(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    side: Mapped[str] = mapped_column(String(3))
-    action: Mapped[str] = mapped_column(String(4))
+    side: Mapped[str] = mapped_column(_enum(Side))
+    action: Mapped[str] = mapped_column(_enum(TradeAction))
     amount: Mapped[Decimal] = mapped_column(MONEY)
     fee: Mapped[Decimal] = mapped_column(MONEY)
     shares: Mapped[Decimal] = mapped_column(SHARES)
     price_before: Mapped[Decimal] = mapped_column(Numeric(12, 8))
     price_after: Mapped[Decimal] = mapped_column(Numeric(12, 8))
-    status: Mapped[str] = mapped_column(String(8), server_default=BetStatus.OPEN.value)
+    status: Mapped[str] = mapped_column(_enum(BetStatus), server_default=BetStatus.OPEN.value)
     payout: Mapped[Decimal | None] = mapped_column(MONEY)
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     request_key: Mapped[str | None] = mapped_column(Text)
@@ -387,7 +408,6 @@ class Position(Base):
 
     __tablename__ = "positions"
     __table_args__ = (
-        CheckConstraint(_in("side", Side), name="side"),
         CheckConstraint("shares >= 0 AND paid_in >= 0 AND received >= 0", name="nonneg"),
         Index("ix_positions_market_id", "market_id"),
         {"postgresql_with": {"fillfactor": 90}},
@@ -395,7 +415,7 @@ class Position(Base):
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
     market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"), primary_key=True)
-    side: Mapped[str] = mapped_column(String(3), primary_key=True)
+    side: Mapped[str] = mapped_column(_enum(Side), primary_key=True)
     shares: Mapped[Decimal] = mapped_column(SHARES, server_default="0")
     # Money put in (fees included) and taken out by selling: what a refund is computed from.
     paid_in: Mapped[Decimal] = mapped_column(MONEY, server_default="0")
@@ -405,14 +425,11 @@ class Position(Base):
 
 class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
-    __table_args__ = (
-        CheckConstraint(_in("kind", LedgerKind), name="kind"),
-        Index("ix_ledger_transactions_market_id", "market_id"),
-    )
+    __table_args__ = (Index("ix_ledger_transactions_market_id", "market_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(_enum(LedgerKind))
     market_id: Mapped[int | None] = mapped_column(ForeignKey("markets.id"))
     bet_id: Mapped[int | None] = mapped_column(ForeignKey("bets.id"))
     actor: Mapped[str] = mapped_column(String(64))
@@ -453,7 +470,6 @@ class Settlement(Base):
 
     __tablename__ = "settlements"
     __table_args__ = (
-        CheckConstraint(_in("kind", SettlementKind), name="kind"),
         CheckConstraint(
             f"(kind = '{SettlementKind.SETTLE}') = (outcome IS NOT NULL)", name="outcome_iff_settle"
         ),
@@ -468,7 +484,7 @@ class Settlement(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     market_id: Mapped[int] = mapped_column(ForeignKey("markets.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[str] = mapped_column(_enum(SettlementKind))
     outcome: Mapped[str | None] = mapped_column(String(3))
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transactions.id"))
@@ -484,7 +500,6 @@ class Settlement(Base):
 class ResolutionAttempt(Base):
     __tablename__ = "resolution_attempts"
     __table_args__ = (
-        CheckConstraint(_in("result", AttemptResult), name="result"),
         Index("ix_resolution_attempts_market_started", "market_id", "started_at"),
         Index("ix_resolution_attempts_started", "started_at"),
     )
@@ -494,7 +509,7 @@ class ResolutionAttempt(Base):
     trigger: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[dt.datetime]
     finished_at: Mapped[dt.datetime]
-    result: Mapped[str] = mapped_column(String(16))
+    result: Mapped[str] = mapped_column(_enum(AttemptResult))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
     evidence: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -506,7 +521,6 @@ class ResolutionAttempt(Base):
 class JobRun(Base):
     __tablename__ = "job_runs"
     __table_args__ = (
-        CheckConstraint(_in("status", JobStatus), name="status"),
         Index("ix_job_runs_job_started", "job", "started_at"),
         Index("ix_job_runs_started_at", "started_at"),
     )
@@ -517,7 +531,7 @@ class JobRun(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[dt.datetime | None]
-    status: Mapped[str] = mapped_column(String(16), server_default=JobStatus.RUNNING.value)
+    status: Mapped[str] = mapped_column(_enum(JobStatus), server_default=JobStatus.RUNNING.value)
     counts: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -556,12 +570,11 @@ class AuditLog(Base):
 
 class DashboardAccount(Base):
     __tablename__ = "dashboard_accounts"
-    __table_args__ = (CheckConstraint(_in("role", Role), name="role"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(Text)
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(_enum(Role))
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     created_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_login_at: Mapped[dt.datetime | None]
@@ -585,9 +598,6 @@ class Alert(Base):
 
     __tablename__ = "alerts"
     __table_args__ = (
-        CheckConstraint(_in("rule", AlertRule), name="rule"),
-        CheckConstraint(_in("severity", Severity), name="severity"),
-        CheckConstraint(_in("state", AlertState), name="state"),
         CheckConstraint(
             f"(state = '{AlertState.RESOLVED}') = (resolved_at IS NOT NULL)",
             name="resolved_iff_at",
@@ -603,10 +613,10 @@ class Alert(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    rule: Mapped[str] = mapped_column(String(32))
+    rule: Mapped[str] = mapped_column(_enum(AlertRule))
     key: Mapped[str] = mapped_column(String(128), server_default="")
-    severity: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16), server_default=AlertState.FIRING.value)
+    severity: Mapped[str] = mapped_column(_enum(Severity))
+    state: Mapped[str] = mapped_column(_enum(AlertState), server_default=AlertState.FIRING.value)
     summary: Mapped[str] = mapped_column(Text)
     # What it is about: {"markets": [ids], "runs": [ids], "jobs": [names], "endpoints": [...]}.
     subjects: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
@@ -621,14 +631,11 @@ class AlertEventRow(Base):
     """Something that happened to an alert; a non-muted one is queued to every channel."""
 
     __tablename__ = "alert_events"
-    __table_args__ = (
-        CheckConstraint(_in("kind", AlertEvent), name="kind"),
-        Index("ix_alert_events_alert_id", "alert_id"),
-    )
+    __table_args__ = (Index("ix_alert_events_alert_id", "alert_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(_enum(AlertEvent))
     at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     muted: Mapped[bool] = mapped_column(Boolean, server_default="false")
     title: Mapped[str] = mapped_column(Text)
@@ -640,7 +647,6 @@ class AlertDelivery(Base):
 
     __tablename__ = "alert_deliveries"
     __table_args__ = (
-        CheckConstraint(_in("status", DeliveryStatus), name="status"),
         Index("ix_alert_deliveries_event_id", "event_id"),
         Index(
             "ix_alert_deliveries_pending",
@@ -658,7 +664,9 @@ class AlertDelivery(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("alert_events.id"))
     # The channel's URL with its secrets masked (apprise's privacy form).
     channel: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), server_default=DeliveryStatus.PENDING.value)
+    status: Mapped[str] = mapped_column(
+        _enum(DeliveryStatus), server_default=DeliveryStatus.PENDING.value
+    )
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     next_attempt_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -687,13 +695,12 @@ class AlertMute(Base):
 
     __tablename__ = "alert_mutes"
     __table_args__ = (
-        CheckConstraint(_in("rule", AlertRule), name="rule"),
         CheckConstraint("ends_at > starts_at", name="ends_after_starts"),
         Index("ix_alert_mutes_rule_ends", "rule", "ends_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    rule: Mapped[str] = mapped_column(String(32))
+    rule: Mapped[str] = mapped_column(_enum(AlertRule))
     starts_at: Mapped[dt.datetime]
     ends_at: Mapped[dt.datetime]
     reason: Mapped[str] = mapped_column(Text)
@@ -706,7 +713,6 @@ class Incident(Base):
 
     __tablename__ = "incidents"
     __table_args__ = (
-        CheckConstraint(_in("state", IncidentState), name="state"),
         CheckConstraint(
             f"(state = '{IncidentState.CLOSED}') = (closed_at IS NOT NULL)", name="closed_iff_at"
         ),
@@ -719,7 +725,9 @@ class Incident(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), unique=True)
-    state: Mapped[str] = mapped_column(String(16), server_default=IncidentState.OPEN.value)
+    state: Mapped[str] = mapped_column(
+        _enum(IncidentState), server_default=IncidentState.OPEN.value
+    )
     opened_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     closed_at: Mapped[dt.datetime | None]
     assignee: Mapped[str | None] = mapped_column(String(64))
@@ -737,7 +745,6 @@ class DashboardSession(Base):
 
     __tablename__ = "dashboard_sessions"
     __table_args__ = (
-        CheckConstraint(_in("end_reason", SessionEnd), name="end_reason"),
         CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended_iff_reason"),
         Index("ix_dashboard_sessions_account_id", "account_id"),
     )
@@ -750,16 +757,15 @@ class DashboardSession(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[dt.datetime]
     ended_at: Mapped[dt.datetime | None]
-    end_reason: Mapped[str | None] = mapped_column(String(16))
+    end_reason: Mapped[str | None] = mapped_column(_enum(SessionEnd))
 
 
 class LoginThrottle(Base):
     """Recent failed logins of one username or one client address (ThrottleScope)."""
 
     __tablename__ = "login_throttle"
-    __table_args__ = (CheckConstraint(_in("scope", ThrottleScope), name="scope"),)
 
-    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope: Mapped[str] = mapped_column(_enum(ThrottleScope), primary_key=True)
     subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     last_failure_at: Mapped[dt.datetime]
@@ -775,8 +781,6 @@ class Proposal(Base):
 
     __tablename__ = "proposals"
     __table_args__ = (
-        CheckConstraint(_in("kind", ProposalKind), name="kind"),
-        CheckConstraint(_in("status", ProposalStatus), name="status"),
         CheckConstraint("expires_at > proposed_at", name="expires_after_proposed"),
         # The second pair of eyes, enforced by the database too.
         CheckConstraint("decided_by IS NULL OR decided_by <> proposed_by", name="other_decider"),
@@ -789,8 +793,10 @@ class Proposal(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), server_default=ProposalStatus.PENDING.value)
+    kind: Mapped[str] = mapped_column(_enum(ProposalKind))
+    status: Mapped[str] = mapped_column(
+        _enum(ProposalStatus), server_default=ProposalStatus.PENDING.value
+    )
     reason: Mapped[str] = mapped_column(Text)
     items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     markets: Mapped[int] = mapped_column(Integer)

@@ -24,7 +24,12 @@ def test_migrations_downgrade_and_upgrade_cleanly(admin_url: str) -> None:
         tables = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname='public'"
         ).fetchall()
+        domains = conn.execute(
+            "SELECT typname FROM pg_type"
+            " WHERE typtype = 'd' AND typnamespace = 'public'::regnamespace"
+        ).fetchall()
     assert [t for (t,) in tables if t != "alembic_version"] == []
+    assert domains == []
     upgrade(url)
     with psycopg.connect(url) as conn:
         kinds = conn.execute("SELECT kind FROM accounts ORDER BY kind").fetchall()
