@@ -206,9 +206,9 @@ def _open_page_sso_started_from(sections: dict[str, list[st.Page]]) -> None:
     """Right after a new single sign-on, the page its button was pressed on (a pasted deep
     link), if this role may open it; the cookie is re-checked as any outside input."""
     target = urlsplit(local_target(unquote(st.context.cookies.get(AFTER_SSO) or "")))
-    page = next(
-        (p for pages in sections.values() for p in pages if p.url_path == target.path.strip("/")),
-        None,
-    )
-    if page is not None and target.path.strip("/"):
+    path = target.path.strip("/")
+    if not path:  # the root: the page opening anyway
+        return
+    page = next((p for pages in sections.values() for p in pages if p.url_path == path), None)
+    if page is not None:
         st.switch_page(page, query_params=dict(parse_qsl(target.query)))

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from services.ops import audit, auth
 from tests.support.browser import settled, shot
@@ -41,6 +41,13 @@ def _admin() -> auth.Principal:
     return admin
 
 
+def _context(browser: Browser) -> BrowserContext:
+    """A browser profile of its own (cookies included), at the screenshots' size."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1100})
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
 def test_a_verified_mapped_email_signs_in_survives_reload_and_logout_kills_the_cookie(
     db: str, browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -49,8 +56,7 @@ def test_a_verified_mapped_email_signs_in_survives_reload_and_logout_kills_the_c
     auth.set_sso_email("olga", "Olga@Example.com", actor=admin)
     s = overdue_market_with_bets(db)
     with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log") as (url, _):
-        context = browser.new_context(viewport={"width": 1440, "height": 1100})
-        context.set_default_timeout(TIMEOUT_MS)
+        context = _context(browser)
         page = context.new_page()
         page.goto(url)
         _login_page(page)
@@ -86,8 +92,7 @@ def test_a_verified_mapped_email_signs_in_survives_reload_and_logout_kills_the_c
 
         # The identity cookie saved before the logout, replayed from another browser: the
         # sign-in it names has ended, so it opens nothing (and no new session).
-        thief = browser.new_context(viewport={"width": 1440, "height": 1100})
-        thief.set_default_timeout(TIMEOUT_MS)
+        thief = _context(browser)
         thief.add_cookies(saved)  # type: ignore[arg-type]
         stolen = thief.new_page()
         stolen.goto(f"{url}/ledger")
@@ -115,8 +120,7 @@ def test_a_sign_in_started_on_a_deep_link_opens_that_page_once(
     auth.set_sso_email("olga", "olga@example.com", actor=admin)
     s = overdue_market_with_bets(db)
     with sso_dashboard(db, monkeypatch, tmp_path / "streamlit.log") as (url, _):
-        context = browser.new_context(viewport={"width": 1440, "height": 1100})
-        context.set_default_timeout(TIMEOUT_MS)
+        context = _context(browser)
         page = context.new_page()
         page.goto(f"{url}/markets?market={s.market_id}")
         _login_page(page)
