@@ -307,11 +307,13 @@ def sign_in_sso(claims: Mapping[str, object], client_address: str | None) -> Pri
     with transaction() as session:
         reason = found if isinstance(found, str) else None
         if isinstance(found, identity.Identity):
-            live = sessions.find_live(session, found.key)
-            if live is not None:
-                session_id, username, role = live
-                return Principal(username, Role(role), session_id, via_sso=True)
+            # Existence first, then liveness: a session once opened stays (ended or not), so
+            # another tab's sign-in committing between the two reads cannot look like an end.
             if sessions.ever_opened(session, found.key):
+                live = sessions.find_live(session, found.key)
+                if live is not None:
+                    session_id, username, role = live
+                    return Principal(username, Role(role), session_id, via_sso=True)
                 audit.record(
                     None,
                     action="sso_login",
